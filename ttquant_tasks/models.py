@@ -1,0 +1,129 @@
+"""Plain data the pipeline passes around, and the chunk payload that crosses the broker.
+
+Prices and quantities stay exact decimal strings from the exchange to the database (NUMERIC):
+no float ever touches them.  Times are integers in nanoseconds since the Unix epoch, UTC.
+
+A chunk crosses the broker as one compact, columnar JSON object (not a dict per tick)::
+
+    {"v": 1, "exchange": "binance", "chunk_id": "3f1c…",
+     "symbol": ["BTCUSDT", …], "trade_id": [4123, …], "price": ["64321.10", …],
+     "qty": ["0.00120", …], "exchange_time": [1732540000123000000, …],
+     "local_time": [1732540000125300000, …], "buyer_maker": [true, …]}
+
+``buyer_maker`` entries may be null (a source that does not know).  Every list has the same length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from .errors import PayloadError
+
+PAYLOAD_VERSION = 1
+_COLUMNS = ("symbol", "trade_id", "price", "qty", "exchange_time", "local_time", "buyer_maker")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tick:
+    """One trade print.
+
+    ``trade_id`` increases by one per (exchange, symbol); ``price``/``qty`` are exact decimal
+    strings; ``exchange_time``/``local_time`` are ns since epoch (UTC).
+    """
+
+    exchange: str
+    symbol: str
+    trade_id: int
+    price: str
+    qty: str
+    exchange_time: int
+    local_time: int
+    buyer_maker: bool | None = None
+
+
+def chunk_payload(exchange: str, ticks: Sequence[Tick], chunk_id: str | None = None) -> dict[str, Any]:
+    """Columnar JSON-able payload of ``ticks`` (all of one exchange)."""
+    return {
+        "v": PAYLOAD_VERSION,
+        "exchange": exchange,
+        "chunk_id": chunk_id or uuid.uuid4().hex,
+        "symbol": [t.symbol for t in ticks],
+        "trade_id": [t.trade_id for t in ticks],
+        "price": [t.price for t in ticks],
+        "qty": [t.qty for t in ticks],
+        "exchange_time": [t.exchange_time for t in ticks],
+        "local_time": [t.local_time for t in ticks],
+        "buyer_maker": [t.buyer_maker for t in ticks],
+    }
+
+
+def _decimal_str(value: Any, column: str, i: int) -> str:
+    if not isinstance(value, str):
+        raise PayloadError(f"{column}[{i}] must be a decimal string, got {type(value).__name__}")
+    try:
+        d = Decimal(value)
+    except InvalidOperation as exc:
+        raise PayloadError(f"{column}[{i}] is not a decimal: {value!r}") from exc
+    if not d.is_finite() or d < 0:
+        raise PayloadError(f"{column}[{i}] must be finite and >= 0: {value!r}")
+    return value
+
+
+def _int(value: Any, column: str, i: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PayloadError(f"{column}[{i}] must be an integer, got {type(value).__name__}")
+    if not 0 <= value < 2**63:
+        raise PayloadError(f"{column}[{i}] out of range: {value}")
+    return value
+
+
+def validate_payload(payload: Any) -> Mapping[str, Any]:
+    """Check a chunk payload's shape; :class:`PayloadError` says what is wrong.  Returns it."""
+    if not isinstance(payload, Mapping):
+        raise PayloadError(f"chunk payload must be an object, got {type(payload).__name__}")
+    if payload.get("v") != PAYLOAD_VERSION:
+        raise PayloadError(f"unsupported chunk payload version {payload.get('v')!r}")
+    exchange = payload.get("exchange")
+    if not isinstance(exchange, str) or not exchange:
+        raise PayloadError("chunk payload needs a non-empty 'exchange' string")
+    n = None
+    for col in _COLUMNS:
+        values = payload.get(col)
+        if not isinstance(values, list):
+            raise PayloadError(f"chunk payload column {col!r} must be a list")
+        if n is None:
+            n = len(values)
+        elif len(values) != n:
+            raise PayloadError(f"chunk payload column {col!r} has {len(values)} entries, expected {n}")
+    return payload
+
+
+def payload_rows(payload: Any) -> Iterator[Tick]:
+    """Validated ticks of a chunk payload; raises :class:`PayloadError` on the first bad value."""
+    p = validate_payload(payload)
+    exchange = p["exchange"]
+    for i, (sym, tid, price, qty, et, lt, bm) in enumerate(zip(*(p[c] for c in _COLUMNS), strict=True)):
+        if not isinstance(sym, str) or not sym or len(sym) > 64:
+            raise PayloadError(f"symbol[{i}] must be a non-empty string (max 64 chars)")
+        if bm is not None and not isinstance(bm, bool):
+            raise PayloadError(f"buyer_maker[{i}] must be true, false or null")
+        yield Tick(
+            exchange=exchange,
+            symbol=sym,
+            trade_id=_int(tid, "trade_id", i),
+            price=_decimal_str(price, "price", i),
+            qty=_decimal_str(qty, "qty", i),
+            exchange_time=_int(et, "exchange_time", i),
+            local_time=_int(lt, "local_time", i),
+            buyer_maker=bm,
+        )
+
+
+def payload_len(payload: Mapping[str, Any]) -> int:
+    """Number of ticks in a (not necessarily valid) payload, 0 when unknown."""
+    sym = payload.get("symbol") if isinstance(payload, Mapping) else None
+    return len(sym) if isinstance(sym, list) else 0

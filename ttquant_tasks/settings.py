@@ -1,0 +1,221 @@
+"""One frozen settings object, built from the environment once per entry point.
+
+Every value is read and validated in :meth:`Settings.from_env`; a bad value raises
+:class:`~ttquant_tasks.errors.ConfigError` naming the key.  Nothing else in the package reads
+``os.environ`` (except :mod:`ttquant_tasks.services` when it resolves the embedded defaults, which
+it does through a ``Settings``).  Secrets print masked: ``repr(settings)`` and :func:`mask_url`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,30}$")
+
+
+def mask_url(url: str | None) -> str | None:
+    """``url`` with any password replaced by ``***`` (DSNs, broker URLs)."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _parse_symbols(raw: str) -> tuple[str, ...]:
+    symbols = tuple(s.strip().upper() for s in raw.split(",") if s.strip())
+    if not symbols:
+        raise ValueError("needs at least one symbol, e.g. BTCUSDT,ETHUSDT")
+    for s in symbols:
+        if not _SYMBOL_RE.match(s):
+            raise ValueError(f"{s!r} is not a symbol (letters and digits, like BTCUSDT)")
+    return symbols
+
+
+def _positive_int(raw: str) -> int:
+    v = int(raw)
+    if v <= 0:
+        raise ValueError(f"must be a positive integer, got {raw!r}")
+    return v
+
+
+def _non_negative_int(raw: str) -> int:
+    v = int(raw)
+    if v < 0:
+        raise ValueError(f"must be >= 0, got {raw!r}")
+    return v
+
+
+def _positive_float(raw: str) -> float:
+    v = float(raw)
+    if not v > 0 or v != v or v == float("inf"):
+        raise ValueError(f"must be a positive number of seconds, got {raw!r}")
+    return v
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        scheme = raw.split("://", 1)[0] if "://" in raw else ""
+        if scheme not in schemes:
+            raise ValueError(f"must be a URL starting with one of {', '.join(s + '://' for s in schemes)}")
+        return raw
+
+    return parse
+
+
+def _zmq_endpoint(raw: str) -> str:
+    if not re.match(r"^(tcp|ipc|inproc)://\S+$", raw):
+        raise ValueError(f"{raw!r} is not a ZeroMQ endpoint like tcp://*:5555")
+    return raw
+
+
+def _bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"must be true or false, got {raw!r}")
+
+
+_DB_SCHEMES = ("postgresql", "postgresql+psycopg2", "postgres")
+_BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Runtime configuration.  Field docs give the environment variable and the unit."""
+
+    db_uri: str | None = None
+    """``DB_URI``: PostgreSQL DSN.  None: the embedded PostgreSQL under ``home``."""
+    db_read_uri: str | None = None
+    """``DB_READ_URI``: replica for status/audit queries; defaults to ``db_uri``."""
+    broker_url: str | None = None
+    """``CELERY_BROKER_URL``: redis:// or amqp://.  None: the embedded Redis under ``home``."""
+    home: Path = Path("~/.ttquant").expanduser()
+    """``TTQUANT_HOME``: data directory (embedded services, spool, backups)."""
+    market: str = "binance"
+    """``MARKET``: market data source name, as TTQuant services use it."""
+    exchange: str = "binance"
+    """``EXCHANGE``: exchange name stored with every row and used in ZMQ topics."""
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+    """``TTQUANT_SYMBOLS``: comma-separated, upper case as the exchange sends them."""
+    zmq_pub_endpoint: str = "tcp://*:5555"
+    """``ZMQ_PUB_ENDPOINT``: market-data PUB bind endpoint (feed)."""
+    zmq_pull_endpoint: str = "tcp://*:5556"
+    """``ZMQ_PULL_ENDPOINT``: order PULL bind endpoint (gateway)."""
+    zmq_trade_endpoint: str = "tcp://*:5557"
+    """``ZMQ_TRADE_ENDPOINT``: trade PUB bind endpoint (gateway)."""
+    chunk_size: int = 100
+    """``TTQUANT_CHUNK_SIZE``: ticks per chunk (max); a chunk is sent when full ..."""
+    chunk_age: float = 1.0
+    """``TTQUANT_CHUNK_AGE``: ... or when its oldest tick is this many seconds old."""
+    enqueue_queue_max: int = 10_000
+    """``TTQUANT_ENQUEUE_QUEUE_MAX``: chunks held in memory before the spool takes them."""
+    publish_timeout: float = 1.0
+    """``TTQUANT_PUBLISH_TIMEOUT``: seconds a publish to the broker may take before we spool."""
+    write_retries: int = 5
+    """``TTQUANT_WRITE_RETRIES``: retries of a transient write failure before the chunk is parked."""
+    retry_backoff_max: float = 30.0
+    """``TTQUANT_RETRY_BACKOFF_MAX``: cap of the exponential retry backoff, seconds."""
+    max_deliveries: int = 5
+    """``TTQUANT_MAX_DELIVERIES``: redeliveries (worker lost) before a chunk is parked as poison."""
+    visibility_timeout: int = 3600
+    """``TTQUANT_VISIBILITY_TIMEOUT``: Redis redelivery of unacked messages, seconds."""
+    task_time_limit: int = 120
+    """``TTQUANT_TASK_TIME_LIMIT``: hard limit of one task, seconds; far below visibility_timeout."""
+    log_level: str = "INFO"
+    """``TTQUANT_LOG_LEVEL``."""
+
+    def __post_init__(self) -> None:
+        if self.task_time_limit * 2 > self.visibility_timeout:
+            raise ConfigError(
+                "TTQUANT_VISIBILITY_TIMEOUT",
+                f"must be at least twice TTQUANT_TASK_TIME_LIMIT ({self.task_time_limit}s), "
+                f"else a slow task is delivered twice; got {self.visibility_timeout}",
+            )
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.home / "spool"
+
+    @property
+    def read_uri(self) -> str | None:
+        return self.db_read_uri or self.db_uri
+
+    def __repr__(self) -> str:
+        fields = []
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name in ("db_uri", "db_read_uri", "broker_url"):
+                v = mask_url(v)
+            fields.append(f"{f.name}={v!r}")
+        return f"Settings({', '.join(fields)})"
+
+    __str__ = __repr__
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``); ``overrides`` win (CLI flags)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+
+        def read(key: str, field: str, parse: Callable[[str], Any]) -> None:
+            raw = env.get(key)
+            if raw is None or raw == "":
+                return
+            try:
+                values[field] = parse(raw)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(key, f"{exc} (got {mask_url(raw)!r})") from exc
+
+        read("DB_URI", "db_uri", _url(_DB_SCHEMES))
+        read("DB_READ_URI", "db_read_uri", _url(_DB_SCHEMES))
+        read("CELERY_BROKER_URL", "broker_url", _url(_BROKER_SCHEMES))
+        read("TTQUANT_HOME", "home", lambda s: Path(s).expanduser())
+        read("MARKET", "market", str)
+        read("EXCHANGE", "exchange", lambda s: s.strip().lower())
+        read("TTQUANT_SYMBOLS", "symbols", _parse_symbols)
+        read("ZMQ_PUB_ENDPOINT", "zmq_pub_endpoint", _zmq_endpoint)
+        read("ZMQ_PULL_ENDPOINT", "zmq_pull_endpoint", _zmq_endpoint)
+        read("ZMQ_TRADE_ENDPOINT", "zmq_trade_endpoint", _zmq_endpoint)
+        read("TTQUANT_CHUNK_SIZE", "chunk_size", _positive_int)
+        read("TTQUANT_CHUNK_AGE", "chunk_age", _positive_float)
+        read("TTQUANT_ENQUEUE_QUEUE_MAX", "enqueue_queue_max", _positive_int)
+        read("TTQUANT_PUBLISH_TIMEOUT", "publish_timeout", _positive_float)
+        read("TTQUANT_WRITE_RETRIES", "write_retries", _non_negative_int)
+        read("TTQUANT_RETRY_BACKOFF_MAX", "retry_backoff_max", _positive_float)
+        read("TTQUANT_MAX_DELIVERIES", "max_deliveries", _positive_int)
+        read("TTQUANT_VISIBILITY_TIMEOUT", "visibility_timeout", _positive_int)
+        read("TTQUANT_TASK_TIME_LIMIT", "task_time_limit", _positive_int)
+        read("TTQUANT_LOG_LEVEL", "log_level", lambda s: s.strip().upper())
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if values.get("chunk_size", 1) > 5000:
+            raise ConfigError("TTQUANT_CHUNK_SIZE", "at most 5000 ticks per chunk (broker message size)")
+        return cls(**values)
+
+
+def parse_symbols(raw: str, key: str = "--symbols") -> tuple[str, ...]:
+    """Parse a comma-separated symbol list for a CLI flag; ConfigError names ``key``."""
+    try:
+        return _parse_symbols(raw)
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from exc
