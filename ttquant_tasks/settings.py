@@ -87,6 +87,13 @@ def _zmq_endpoint(raw: str) -> str:
     return raw
 
 
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return level
+
+
 def _bool(raw: str) -> bool:
     low = raw.strip().lower()
     if low in ("1", "true", "yes", "on"):
@@ -206,8 +213,15 @@ class Settings:
         read("TTQUANT_MAX_DELIVERIES", "max_deliveries", _positive_int)
         read("TTQUANT_VISIBILITY_TIMEOUT", "visibility_timeout", _positive_int)
         read("TTQUANT_TASK_TIME_LIMIT", "task_time_limit", _positive_int)
-        read("TTQUANT_LOG_LEVEL", "log_level", lambda s: s.strip().upper())
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        read("TTQUANT_LOG_LEVEL", "log_level", _log_level)
+        for key, value in overrides.items():
+            if key == "log_level" and value is not None:
+                try:
+                    value = _log_level(value)
+                except ValueError as exc:
+                    raise ConfigError("--log-level", str(exc)) from exc
+            if value is not None:
+                values[key] = value
         if values.get("chunk_size", 1) > 5000:
             raise ConfigError("TTQUANT_CHUNK_SIZE", "at most 5000 ticks per chunk (broker message size)")
         return cls(**values)

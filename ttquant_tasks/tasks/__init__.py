@@ -1,0 +1,1 @@
+"""Celery side: the app, thin tasks, parking and fail-fast publishing."""

@@ -1,0 +1,101 @@
+"""Thin Celery tasks around the storage functions.
+
+Each task: decode the JSON payload, call a plain function in :mod:`ttquant_tasks.storage`,
+and decide between retry (transient), park (retry budget spent or redelivered too often) and
+dead-letter (permanent).  Writes are idempotent (``ON CONFLICT DO NOTHING`` on natural keys)
+because ``acks_late`` means a chunk can arrive twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from celery import Task
+
+from ..errors import PermanentError, backoff, is_retryable
+from ..models import payload_rows
+from . import parking
+
+if TYPE_CHECKING:
+    from .app import TTQuantCelery
+
+log = logging.getLogger(__name__)
+
+
+def _engine(task: Task) -> Any:
+    from ..storage.engine import get_engine
+
+    return get_engine(task.app.settings.db_uri)
+
+
+def _guard_redelivery(task: Task, payload: Any, chunk_id: str | None) -> bool:
+    """Count redeliveries of a chunk; True (and the chunk parked) once over the limit.
+
+    Only a redelivered message (worker lost mid-task, connection lost before ack) is counted, so
+    the normal path costs nothing.  A chunk that keeps killing its worker stops looping here.
+    """
+    info = task.request.delivery_info or {}
+    if not info.get("redelivered") or not chunk_id:
+        return False
+    from ..storage.deliveries import bump_delivery
+
+    count = bump_delivery(_engine(task), chunk_id)
+    limit = task.app.settings.max_deliveries
+    if count > limit:
+        log.error("chunk %s delivered %d times (limit %d): parking it", chunk_id, count, limit)
+        parking.park(task.app, task.name, payload, reason=f"redelivered {count} times")
+        return True
+    return False
+
+
+def run_write(task: Task, payload: Any, write: Callable[[Any, Any], int]) -> int:
+    """Shared body of the write tasks: ``write(engine, payload) -> rows new``.
+
+    Transient errors are retried by Celery's own machinery (``task.retry``) with exponential
+    backoff and jitter; when the budget (``TTQUANT_WRITE_RETRIES``) is spent the payload is parked.
+    Permanent errors go to ``dead_letters`` with the reason and are never retried.
+    """
+    settings = task.app.settings
+    chunk_id = payload.get("chunk_id") if isinstance(payload, dict) else None
+    try:
+        if _guard_redelivery(task, payload, chunk_id):
+            return 0
+        return write(_engine(task), payload)
+    except PermanentError as exc:
+        log.error("%s: permanent error, dead-lettered: %s", task.name, exc)
+        parking.dead_letter(task.app, task.name, payload, str(exc))
+        return 0
+    except Exception as exc:
+        if not is_retryable(exc):
+            # A bug, not an outage: keep the payload (dead letter with the reason) rather than
+            # losing it with the ack, and never retry it forever.
+            log.exception("%s: unexpected error, dead-lettered", task.name)
+            parking.dead_letter(task.app, task.name, payload, f"unexpected {type(exc).__name__}: {exc}")
+            return 0
+        retries = task.request.retries
+        if retries >= settings.write_retries:
+            log.warning("%s: %s after %d retries; parking chunk %s", task.name, exc, retries, chunk_id)
+            parking.park(task.app, task.name, payload, reason=str(exc))
+            return 0
+        delay = backoff(retries, cap=settings.retry_backoff_max)
+        log.info("%s: %s; retry %d in %.2fs", task.name, exc, retries + 1, delay)
+        raise task.retry(exc=exc, countdown=delay, max_retries=settings.write_retries) from exc
+
+
+def write_ticks_payload(engine: Any, payload: Any) -> int:
+    """Validate a columnar chunk and insert it; returns rows that were new."""
+    from ..storage.writers import insert_ticks
+
+    return insert_ticks(engine, list(payload_rows(payload)))
+
+
+def register(app: TTQuantCelery) -> None:
+    """Register the write tasks on ``app`` (explicit names, acks late, JSON only)."""
+
+    @app.task(name="ttquant.write_ticks", bind=True, acks_late=True, reject_on_worker_lost=True,
+              ignore_result=True, max_retries=None)
+    def write_ticks(self: Task, payload: Any) -> int:
+        """Persist one chunk of ticks (columnar payload, see :mod:`ttquant_tasks.models`)."""
+        return run_write(self, payload, write_ticks_payload)

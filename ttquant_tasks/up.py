@@ -1,0 +1,164 @@
+"""``ttquant up``: the whole local stack as child processes, with a live line.
+
+Starts (or finds) the services, applies the schema, spawns one Celery worker consuming every
+work queue and the feed, prints once a second what was published / enqueued / spooled /
+persisted and the queue depths, and on Ctrl-C, SIGTERM or ``--duration`` stops the feed first,
+lets the worker drain what was enqueued, stops the worker and prints the totals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .settings import Settings, mask_url
+
+DRAIN_TIMEOUT_S = 60.0
+
+
+def _spawn(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed with it
+    return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+class _Figures:
+    """Reads the figures of the live line: feed stats file, database rows, queue depths."""
+
+    def __init__(self, settings: Settings, exchange: str, since_ns: int) -> None:
+        from .storage.engine import get_engine
+        from .tasks.app import make_app
+
+        self.settings = settings
+        self.exchange = exchange
+        self.since_ns = since_ns
+        self.engine = get_engine(settings.db_uri)
+        self.app = make_app(settings)
+        self.stats_path = settings.home / "run" / "feed.json"
+
+    def persisted(self) -> int | None:
+        from .storage.queries import count_ticks_since
+
+        try:
+            return count_ticks_since(self.engine, self.exchange, self.since_ns)
+        except Exception:
+            return None
+
+    def depths(self) -> dict[str, int | None]:
+        from .tasks.parking import queue_depths
+
+        try:
+            return queue_depths(self.app, ("ticks", "orders", "maintenance", "parked"))
+        except Exception:
+            return {}
+
+    def feed(self) -> dict[str, Any]:
+        data = _read_json(self.stats_path)
+        return data if data.get("started_ns", 0) >= self.since_ns - 5_000_000_000 else {}
+
+
+def _line(feed: dict[str, Any], persisted: int | None, prev: tuple[float, int | None],
+          depths: dict[str, int | None]) -> str:
+    now = time.monotonic()
+    rate = "?"
+    if persisted is not None and prev[1] is not None and now > prev[0]:
+        rate = f"{(persisted - prev[1]) / (now - prev[0]):.0f}"
+    counts = feed.get("counts", feed)
+    rates = feed.get("rates", {})
+
+    def fmt(key: str) -> str:
+        return f"{counts.get(key, 0)}" + (f" ({rates[key]:.0f}/s)" if key in rates else "")
+
+    return (f"published {fmt('published')} | enqueued {fmt('enqueued')} | spooled {counts.get('spooled', 0)}"
+            f" | persisted {persisted if persisted is not None else '?'} ({rate}/s)"
+            f" | queue ticks={depths.get('ticks')} parked={depths.get('parked')}")
+
+
+def run_up(settings: Settings, *, source: str, rate: float, exchange: str | None, duration: float | None,
+           concurrency: int) -> int:
+    """Run the local stack until Ctrl-C / SIGTERM / ``duration``; returns the exit status."""
+    from .services import resolve
+    from .storage import migrate
+
+    settings = resolve(settings, start=True)
+    exchange = exchange or "sim"
+    print(f"ttquant up: database {mask_url(settings.db_uri)}, broker {mask_url(settings.broker_url)}", flush=True)
+    migrate.init_db(settings.db_uri)
+    env = dict(os.environ, DB_URI=settings.db_uri or "", CELERY_BROKER_URL=settings.broker_url or "",
+               TTQUANT_HOME=str(settings.home), TTQUANT_SYMBOLS=",".join(settings.symbols))
+    logs = settings.home / "logs"
+    since_ns = time.time_ns()
+    worker = _spawn([sys.executable, "-m", "celery", "-A", "ttquant_tasks", "worker",
+                     "-Q", "ticks,orders,maintenance", "-c", str(concurrency), "-O", "fair",
+                     "--loglevel", "WARNING", "-n", f"ttquant-up-{os.getpid()}@%h"], env, logs / "worker.log")
+    feed_argv = [sys.executable, "-m", "ttquant_tasks.cli", "feed", "--source", source,
+                 "--exchange", exchange, "--rate", str(rate) if rate > 0 else "max"]
+    feed = _spawn(feed_argv, env, logs / "feed.log")
+    print(f"ttquant up: worker pid {worker.pid}, feed pid {feed.pid}; logs in {logs}; Ctrl-C stops", flush=True)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    figures = _Figures(settings, exchange, since_ns)
+    deadline = time.monotonic() + duration if duration else None
+    prev: tuple[float, int | None] = (time.monotonic(), figures.persisted())
+    status = 0
+    while not stop.wait(1.0):
+        persisted = figures.persisted()
+        print(_line(figures.feed(), persisted, prev, figures.depths()), flush=True)
+        prev = (time.monotonic(), persisted)
+        for name, proc in (("worker", worker), ("feed", feed)):
+            if proc.poll() is not None:
+                print(f"ttquant up: {name} exited with {proc.returncode}; see {logs / (name + '.log')}",
+                      file=sys.stderr, flush=True)
+                status = 1
+                stop.set()
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+
+    print("ttquant up: stopping feed (flushes its chunks)...", flush=True)
+    _stop(feed, timeout=30)
+    feed_stats = figures.feed()
+    counts = feed_stats.get("counts", feed_stats)
+    print("ttquant up: waiting for the worker to drain the queue...", flush=True)
+    drain_end = time.monotonic() + DRAIN_TIMEOUT_S
+    expected = int(counts.get("enqueued_ticks", counts.get("published", 0)) or 0)
+    persisted = figures.persisted() or 0
+    while worker.poll() is None and time.monotonic() < drain_end:
+        depths = figures.depths()
+        persisted = figures.persisted() or 0
+        if depths.get("ticks") == 0 and persisted >= expected:
+            break
+        time.sleep(0.5)
+    _stop(worker, timeout=20)
+    totals = {"published": counts.get("published", 0), "enqueued": counts.get("enqueued", 0),
+              "spooled": counts.get("spooled", 0), "persisted": persisted, **figures.depths()}
+    print("ttquant up: totals " + json.dumps(totals), flush=True)
+    return status
