@@ -15,6 +15,7 @@ from tests.support import services
 def test_root() -> Iterator[Path]:
     root = services.tmp_root()
     yield root
+    services.stop_started()
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -49,3 +50,6 @@ def amqp_url() -> Iterator[str]:
         pytest.skip("RabbitMQ not available on 127.0.0.1:5672")
     yield url
     services.drop_amqp_vhost(url)
+
+
+pytest_plugins = ["tests.support.stack"]

@@ -145,15 +145,15 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
-    from .services import embedded, resolve
+    from .services import resolve, status_all, stop_all
 
     if args.action == "start":
         s = resolve(settings, start=True)
         print(json.dumps({"DB_URI": s.db_uri, "CELERY_BROKER_URL": s.broker_url}))
     elif args.action == "stop":
-        print(json.dumps(embedded.stop_all(settings.home)))
+        print(json.dumps(stop_all(settings.home)))
     else:
-        print(json.dumps(embedded.status_all(settings.home), indent=2, default=str))
+        print(json.dumps(status_all(settings.home), indent=2, default=str))
     return 0
 
 

@@ -89,4 +89,4 @@ def backoff(attempt: int, base: float = 0.5, cap: float = 30.0, rng: random.Rand
         raise ValueError("attempt must be >= 0")
     ceiling = min(cap, base * (2 ** min(attempt, 32)))
     r = (rng or random).uniform(0.5, 1.0)
-    return ceiling * r
+    return float(ceiling * r)

@@ -8,12 +8,12 @@ from typing import Any
 
 import psycopg2
 import pytest
-from ttquant_tasks.storage.engine import get_engine
-from ttquant_tasks.storage.queries import duplicate_ticks, tick_ids
 
-from tests.integration.conftest import client_app
+from tests.support.stack import client_app
 from tests.support.waiting import wait_for
 from ttquant_tasks.models import Tick, chunk_payload
+from ttquant_tasks.storage.engine import get_engine
+from ttquant_tasks.storage.queries import duplicate_ticks, tick_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -15,12 +15,20 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import redis
 
 RUN_ID = uuid.uuid4().hex[:8]
+_STARTED: list[Any] = []  # embedded servers this run started; stopped by stop_started()
+
+
+def stop_started() -> None:
+    """Stop the embedded servers this run started (and only those)."""
+    while _STARTED:
+        _STARTED.pop().stop()
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -62,7 +70,9 @@ def pg_admin_uri(tmp_root: Path) -> str:
     from ttquant_tasks.services.embedded import EmbeddedPostgres
 
     pg = EmbeddedPostgres(tmp_root / "pg", port=free_port())
-    return pg.start()
+    uri = pg.start()
+    _STARTED.append(pg)
+    return with_database(uri, "postgres")
 
 
 def create_database(admin_uri: str, prefix: str = "t") -> str:
@@ -95,7 +105,9 @@ def redis_base_url(tmp_root: Path) -> str:
     from ttquant_tasks.services.embedded import EmbeddedRedis
 
     r = EmbeddedRedis(tmp_root / "redis", port=free_port())
-    return r.start().rsplit("/", 1)[0]
+    url = r.start()
+    _STARTED.append(r)
+    return url.rsplit("/", 1)[0]
 
 
 def claim_redis_db(base: str) -> str:

@@ -129,8 +129,7 @@ def fetch_trades(
                 break
             continue
         if resp.status == 418:
-            log.error("backfill %s: IP banned (418), stopping; retry-after=%s", symbol,
-                      resp.headers.get("retry-after"))
+            log.error("backfill %s: IP banned (418), stopping; retry-after=%s", symbol, resp.headers.get("retry-after"))
             break
         if resp.status == 429:
             delay = _retry_after_s(resp.headers, 1.0)
@@ -138,7 +137,7 @@ def fetch_trades(
             if not wait(delay):
                 break
             continue
-        if resp.status >= 500 or resp.status != 200:
+        if resp.status != 200:
             errors += 1
             log.warning("backfill %s: HTTP %d %s", symbol, resp.status, resp.body[:200])
             if resp.status < 500 or errors > max_errors or not wait(backoff(errors - 1)):
@@ -157,9 +156,13 @@ def fetch_trades(
                 ticks.append(t)
                 cur = t.trade_id + 1
         used = resp.headers.get("x-mbx-used-weight-1m")
-        if cur <= to_id and used is not None and used.isdigit() and \
-                int(used) + WEIGHT_PER_CALL > max_weight_per_min and \
-                not wait(_seconds_to_next_minute(wall())):
+        if (
+            cur <= to_id
+            and used is not None
+            and used.isdigit()
+            and int(used) + WEIGHT_PER_CALL > max_weight_per_min
+            and not wait(_seconds_to_next_minute(wall()))
+        ):
             break
     if cur <= to_id:
         unfilled.append((cur, to_id))

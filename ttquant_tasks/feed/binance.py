@@ -183,9 +183,7 @@ def parse_agg_trade(data: Mapping[str, Any], local_time_ns: int, stream_symbol: 
     )
 
 
-def parse_book_ticker(
-    data: Mapping[str, Any], local_time_ns: int, stream_symbol: str | None = None
-) -> BookTicker:
+def parse_book_ticker(data: Mapping[str, Any], local_time_ns: int, stream_symbol: str | None = None) -> BookTicker:
     """A ``@bookTicker`` payload (it carries no event type or time).
 
     Sample payload::
@@ -271,7 +269,7 @@ def parse_frame(raw: str | bytes, local_time_ns: int) -> ParsedFrame:
         if handler is None:
             raise FrameError("unknown_event", f"no handler for event type {obj['e']!r:.60}")
         return handler(obj, local_time_ns, None)
-    if _BOOK_TICKER_KEYS <= obj.keys():
+    if obj.keys() >= _BOOK_TICKER_KEYS:
         return parse_book_ticker(obj, local_time_ns, None)
     raise FrameError("unknown_event", f"unrecognised frame with keys {sorted(obj)[:8]!r}")
 

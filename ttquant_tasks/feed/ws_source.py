@@ -9,7 +9,8 @@ timeout; it answers server pings with a pong echoing the payload by itself, insi
 Lifecycle of the connections:
 
 * *drop* (close, error, refused): reconnect after ``backoff(attempt)`` (exponential, jittered);
-  ``attempt`` resets once a new connection delivers a frame;
+  ``attempt`` resets when the dropped connection had lived ``healthy_after_s``, so a flapping server
+  cannot push us past Binance's 300 connection attempts per 5 minutes;
 * *stale* (no frame, ping included, for ``stale_after_s``): close it and reconnect;
 * *rotation* (age ``max_age_s``, below Binance's 24 h limit) and *serverShutdown*: open a second
   connection while the first keeps flowing.  The new one's frames are buffered until, for every symbol
@@ -106,6 +107,7 @@ class BinanceSource:
         overlap_s: float = 5.0,
         max_overlap_s: float = 60.0,
         connect_timeout_s: float = 10.0,
+        healthy_after_s: float = 60.0,
         poll_s: float = 0.25,
         queue_size: int = 100_000,
         reconnect_backoff: Callable[[int], float] = default_backoff,
@@ -123,6 +125,7 @@ class BinanceSource:
         self._stale_after, self._max_age = stale_after_s, max_age_s
         self._overlap, self._max_overlap = overlap_s, max_overlap_s
         self._connect_timeout, self._poll = connect_timeout_s, poll_s
+        self._healthy_after = healthy_after_s
         self._backoff, self._clock, self._time_ns = reconnect_backoff, clock, time_ns
         self._queue: queue.Queue[tuple[_Conn, int, str] | tuple[_Conn, None, str]] = queue.Queue(queue_size)
         self._stop = threading.Event()
@@ -130,9 +133,12 @@ class BinanceSource:
         self._active: _Conn | None = None
         self._pending: _Conn | None = None
         self._conns: list[_Conn] = []
-        self._attempt = 0
+        self._attempt = 0  # consecutive reconnects without a healthy connection in between
+        self._opened = 0
         self._reconnect_at = 0.0
-        self._rotate_at = float("inf")  # retry time after a failed rotation
+        self._rotate_wanted = False  # a rotation failed and must be retried
+        self._rotate_not_before = 0.0
+        self._rotate_failures = 0
 
     # -- public -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -159,10 +165,11 @@ class BinanceSource:
 
     # -- connections --------------------------------------------------------------------------
     def _open(self) -> _Conn:
-        conn = _Conn(len(self._conns) + 1, self._clock())
-        self._conns.append(conn)
-        conn.thread = threading.Thread(target=self._read, args=(conn,), name=f"binance-ws-{conn.number}",
-                                       daemon=True)
+        self._opened += 1
+        conn = _Conn(self._opened, self._clock())
+        # forget finished connections so months of reconnects do not accumulate
+        self._conns = [c for c in self._conns if c.thread is not None and c.thread.is_alive()] + [conn]
+        conn.thread = threading.Thread(target=self._read, args=(conn,), name=f"binance-ws-{conn.number}", daemon=True)
         conn.thread.start()
         self.counters["connects"] += 1
         return conn
@@ -205,7 +212,10 @@ class BinanceSource:
                         break
         finally:
             try:
-                ws.close(timeout=1.0)
+                if reason == "closed_by_server":
+                    ws.shutdown()  # type: ignore[no-untyped-call]  # close frame already answered
+                else:
+                    ws.close(timeout=1.0)
             except Exception:  # noqa: BLE001 - closing a broken socket may fail; it is gone either way
                 pass
             self._put(conn, (conn, None, reason))
@@ -221,13 +231,17 @@ class BinanceSource:
         self._logs.warning(f"end.{kind}", "binance %r ended: %s", conn, reason)
         self._retire(conn)
         now = self._clock()
-        if conn is self._pending:
+        if conn is self._pending:  # rotation failed: the old connection still works, try again later
             self._pending = None
-            self._rotate_at = now + self._backoff(0)
+            self._rotate_wanted = True
+            self._rotate_not_before = now + self._backoff(self._rotate_failures)
+            self._rotate_failures += 1
         elif self._pending is not None:
             yield from self._switch()
         else:
             self._active = None
+            if conn.connected is not None and now - conn.connected >= self._healthy_after:
+                self._attempt = 0  # it worked for a while: this is a fresh outage, not a flapping server
             self._reconnect_at = now + self._backoff(self._attempt)
             self._attempt += 1
 
@@ -242,18 +256,24 @@ class BinanceSource:
                 self.counters["stale"] += 1
                 yield from self._ended(conn, "stale: no frame for %.1fs" % (now - conn.last_frame))
         active, pending = self._active, self._pending
-        if active is not None and pending is None and active.connected is not None and (
-            now - active.connected >= self._max_age and now >= self._rotate_at or self._rotate_at <= now
+        if (
+            active is not None
+            and pending is None
+            and active.connected is not None
+            and (now - active.connected >= self._max_age or self._rotate_wanted)
+            and now >= self._rotate_not_before
         ):
-            self._start_rotation("rotation")
-        if pending is not None and pending.connected is not None and (
-            now - pending.connected >= self._max_overlap or self._caught_up(pending, now)
+            self._start_rotation("age" if not self._rotate_wanted else "retry")
+        if (
+            pending is not None
+            and pending.connected is not None
+            and (now - pending.connected >= self._max_overlap or self._caught_up(pending, now))
         ):
             yield from self._switch()
 
     def _start_rotation(self, why: str) -> None:
         self.counters[f"rotation.{why}"] += 1
-        self._rotate_at = float("inf")
+        self._rotate_wanted = False
         self._pending = self._open()
         self._pending.buffer = []
 
@@ -275,6 +295,7 @@ class BinanceSource:
         self._active, self._pending = new, None
         buffered, new.buffer = new.buffer, None
         self.counters["switches"] += 1
+        self._rotate_failures = 0
         for recv_ns, raw, parsed in buffered:
             yield from self._process(recv_ns, raw, parsed)
 
@@ -298,7 +319,6 @@ class BinanceSource:
 
     def _process(self, recv_ns: int, raw: str, parsed: ParsedFrame | FrameError) -> Iterator[Tick]:
         self.counters["frames"] += 1
-        self._attempt = 0  # a frame arrived: the connection works
         if self._recorder is not None:
             self._recorder.write(recv_ns, raw)
         if isinstance(parsed, Tick):
@@ -309,8 +329,13 @@ class BinanceSource:
             if verdict.kind == "gap":
                 self.counters["gaps"] += 1
                 self.counters["gap_ids"] += verdict.to_id - verdict.from_id + 1
-                self._logs.warning(f"gap.{parsed.symbol}", "binance %s: trades %d..%d missed", parsed.symbol,
-                                   verdict.from_id, verdict.to_id)
+                self._logs.warning(
+                    f"gap.{parsed.symbol}",
+                    "binance %s: trades %d..%d missed",
+                    parsed.symbol,
+                    verdict.from_id,
+                    verdict.to_id,
+                )
                 if self._on_gap is not None:
                     self._on_gap(parsed.symbol, verdict.from_id, verdict.to_id)
             self.counters["ticks"] += 1

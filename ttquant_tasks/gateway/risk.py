@@ -80,12 +80,12 @@ class RiskLimits:
 
 
 _SCHEMA: dict[str, dict[str, str]] = {
-    # table -> key -> kind; kinds: "ms" positive int, "rate" positive int, "dec" positive decimal,
-    # "bps" non-negative decimal
-    "orders": {"max_age_ms": "ms", "max_quantity": "dec", "max_notional": "dec"},
-    "prices": {"min": "dec", "max": "dec", "band_bps": "bps"},
-    "rate": {"global_per_second": "rate", "per_strategy_per_second": "rate"},
-    "positions": {"default_max": "dec", "max": "table"},
+    # table -> key -> kind: "int" positive integer, "dec" decimal > 0, "dec0" decimal >= 0,
+    # "table" symbol -> decimal >= 0
+    "orders": {"max_age_ms": "int", "max_quantity": "dec", "max_notional": "dec"},
+    "prices": {"min": "dec0", "max": "dec", "band_bps": "dec0"},
+    "rate": {"global_per_second": "int", "per_strategy_per_second": "int"},
+    "positions": {"default_max": "dec0", "max": "table"},
 }
 
 
@@ -142,10 +142,10 @@ def limits_from_mapping(doc: Mapping[str, Any], where: str = "<mapping>") -> Ris
             continue
         raw, full = tables[tname][key], f"{tname}.{key}"
         kind = _SCHEMA[tname][key]
-        if kind in ("ms", "rate"):
+        if kind == "int":
             values[attr] = _positive_int(raw, full, where)
         else:
-            values[attr] = _decimal(raw, full, where, allow_zero=kind == "bps" or key == "min")
+            values[attr] = _decimal(raw, full, where, allow_zero=kind == "dec0")
     per_symbol = tables["positions"].get("max", {})
     if not isinstance(per_symbol, Mapping):
         raise ConfigError("positions.max", f"in {where}: expected a table [positions.max], got {per_symbol!r}")
@@ -297,9 +297,7 @@ class RateState:
     """
 
     global_times: tuple[int, ...] = ()
-    per_strategy: Mapping[str, tuple[int, ...]] = dataclasses.field(
-        default_factory=lambda: MappingProxyType({})
-    )
+    per_strategy: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
 
 def _recent(times: tuple[int, ...], now_ns: int) -> tuple[int, ...]:
@@ -350,17 +348,15 @@ def check_all(
     Returns ``(None, new_rate_state)`` when the order may go to the exchange (its send is then
     recorded in the rate state) or ``(rejection, rate_state)`` otherwise.
     """
-    simple = (
-        lambda: check_stale(order, limits, now_ns),
-        lambda: check_size(order, limits),
-        lambda: check_market_price(order, limits, last_price),
-        lambda: check_price_bounds(order, limits, last_price),
-        lambda: check_price_band(order, limits, last_price),
-        lambda: check_notional(order, limits, last_price),
-        lambda: check_position(order, limits, position),
+    rejection = (
+        check_stale(order, limits, now_ns)
+        or check_size(order, limits)
+        or check_market_price(order, limits, last_price)
+        or check_price_bounds(order, limits, last_price)
+        or check_price_band(order, limits, last_price)
+        or check_notional(order, limits, last_price)
+        or check_position(order, limits, position)
     )
-    for check in simple:
-        rejection = check()
-        if rejection is not None:
-            return rejection, rate
+    if rejection is not None:
+        return rejection, rate
     return check_rate(order, limits, rate, now_ns)

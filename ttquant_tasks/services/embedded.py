@@ -147,7 +147,7 @@ def _alive(pid: int | None, name_prefix: str) -> bool:
         return False
     try:
         proc = psutil.Process(pid)
-        return proc.status() != psutil.STATUS_ZOMBIE and proc.name().startswith(name_prefix)
+        return bool(proc.status() != psutil.STATUS_ZOMBIE and proc.name().startswith(name_prefix))
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 
@@ -322,8 +322,9 @@ class _EmbeddedService(abc.ABC):
             f"{START_TIMEOUT:.0f}s (last error: {last!r}).\n{_log_tail(self._log_path())}"
         )
 
+    @abc.abstractmethod
     def _after_start(self, port: int) -> None:
-        """Hook run once the server answers (PostgreSQL creates our database)."""
+        """Run once the server answers, under the lock; idempotent (PostgreSQL creates our database)."""
 
     @abc.abstractmethod
     def _check_installed(self) -> None: ...
@@ -595,6 +596,9 @@ class EmbeddedRedis(_EmbeddedService):
             return bool(client.ping()) and self.pid() is not None
         finally:
             client.close()
+
+    def _after_start(self, port: int) -> None:
+        pass  # nothing to set up: db 0 exists in every Redis
 
     def _shutdown(self, pid: int) -> None:
         # SIGTERM is Redis's clean SHUTDOWN: it fsyncs the AOF and writes the RDB before exiting.

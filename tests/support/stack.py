@@ -1,4 +1,4 @@
-"""Fixtures for the pipeline tests: a schema'd database, a broker, a real worker subprocess."""
+"""Fixtures for pipeline and fault tests: a schema'd database, subprocess env, real worker processes."""
 
 from __future__ import annotations
 
