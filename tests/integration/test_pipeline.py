@@ -143,7 +143,8 @@ def test_sim_feed_run_persists_exactly_n_consecutive(schema_db: str, broker: str
     from pathlib import Path
 
     stats = json.loads((Path(env["TTQUANT_HOME"]) / "run" / "feed.json").read_text())
-    published = stats["counts"]["published"]
+    published = stats["counts"]["ticks"]  # ticks received (and sent on ZMQ)
+    assert stats["counts"]["lost"] == 0 and stats["counts"]["spool_ticks"] == 0
     assert published > 1000
     engine = get_engine(schema_db)
 

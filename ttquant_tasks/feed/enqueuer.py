@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 Payload = dict[str, Any]
 _POLL = 0.05  # s: how often an idle thread looks at the spool and the close flag
-_LOST_LOG_INTERVAL = 10.0  # s: at most one "chunk lost" error per interval (a full disk repeats)
+_SPOOL_LOG_INTERVAL = 10.0  # s: at most one spool error per interval (a full disk repeats)
 
 
 class Enqueuer:
@@ -52,7 +52,7 @@ class Enqueuer:
         self._closed = False
         self._broker_up = True
         self._next_probe = 0.0  # monotonic s; while the broker is down, no publish before it
-        self._last_lost_log = -_LOST_LOG_INTERVAL
+        self._last_spool_log = {True: -_SPOOL_LOG_INTERVAL, False: -_SPOOL_LOG_INTERVAL}
         self.counts = {"submitted": 0, "published": 0, "spooled": 0, "replayed": 0, "lost": 0}
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -96,16 +96,22 @@ class Enqueuer:
         with self._count_lock:
             self.counts[name] += n
 
-    def _to_spool(self, seq: int, payload: Payload) -> bool:
+    def _to_spool(self, seq: int, payload: Payload, lose: bool = True) -> bool:
+        """Spool one chunk; on failure count it lost (``lose``) or leave it to the caller to hold."""
         try:
             self.spool.append(payload, seq=seq)
         except Exception as exc:  # SpoolError (disk full, bad dir) or a payload JSON cannot encode
-            self._count("lost")
+            if lose:
+                self._count("lost")
             now = time.monotonic()
-            if now - self._last_lost_log >= _LOST_LOG_INTERVAL:
-                self._last_lost_log = now
-                log.error("enqueuer: CHUNK LOST (%d lost so far): broker unavailable and %s",
-                          self.counts["lost"], exc)
+            if now - self._last_spool_log[lose] >= _SPOOL_LOG_INTERVAL:  # one clock per message kind
+                self._last_spool_log[lose] = now
+                if lose:
+                    log.error("enqueuer: CHUNK LOST (%d lost so far): it could not be published and %s",
+                              self.counts["lost"], exc)
+                else:
+                    log.error("enqueuer: %s; holding chunks in memory (%d queued) until the broker is back",
+                              exc, self._queue.qsize())
             return False
         self._count("spooled")
         return True
@@ -150,8 +156,9 @@ class Enqueuer:
                     self._spool_queue()
                     return
                 if not self._broker_up and time.monotonic() < self._next_probe:
-                    if held is not None:  # while down, new chunks go to disk, not memory
-                        self._to_spool(*held)
+                    # While down, new chunks go to disk, not memory; a chunk the spool cannot take
+                    # stays held (the queue buffers behind it) until the next probe.
+                    if held is not None and self._to_spool(*held, lose=False):
                         held = None
                     else:
                         self._closing.wait(min(_POLL, max(0.0, self._next_probe - time.monotonic())))
@@ -162,9 +169,9 @@ class Enqueuer:
                 elif held is not None:
                     if self._try_publish(held[1]):
                         self._count("published")
-                    else:
-                        self._to_spool(*held)
-                    held = None
+                        held = None
+                    elif self._to_spool(*held, lose=False):
+                        held = None
                 elif self._closing.is_set():
                     return
             except Exception:  # the thread must survive anything (e.g. an unreadable spool)

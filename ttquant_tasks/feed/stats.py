@@ -50,9 +50,13 @@ class StatsFile:
         self._last: dict[str, float] = {}
         self._warned = False
 
+    def due(self, now: float) -> bool:
+        """True when ``interval`` has passed since the last write (``now``: monotonic seconds)."""
+        return self._last_t is None or now - self._last_t >= self.interval
+
     def update(self, counts: Mapping[str, Any], now: float, force: bool = False) -> bool:
-        """Write when ``interval`` has passed since the last write (``now``: monotonic seconds)."""
-        if not force and self._last_t is not None and now - self._last_t < self.interval:
+        """Write ``counts`` when :meth:`due` (or ``force``); returns whether it wrote."""
+        if not force and not self.due(now):
             return False
         dt = (now - self._last_t) if self._last_t is not None else 0.0
         rates = {k: round((v - self._last.get(k, 0)) / dt, 1)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from kombu.exceptions import ContentDisallowed, DecodeError
+from amqp.exceptions import NotFound
+from kombu.exceptions import ChannelError, ContentDisallowed, DecodeError
 
 from ..errors import BrokerUnavailable, is_retryable
 from .app import PARKED, queue
@@ -46,7 +47,8 @@ def dead_letter(app: TTQuantCelery, task_name: str, payload: Any, reason: str) -
 
 
 def queue_depths(app: Celery, names: tuple[str, ...]) -> dict[str, int | None]:
-    """Messages ready in each queue (None when the queue does not exist or cannot be asked)."""
+    """Messages ready in each queue: 0 when the queue does not exist (Redis drops empty lists,
+    RabbitMQ answers NOT_FOUND for an undeclared queue), None when it cannot be asked."""
     depths: dict[str, int | None] = {}
     with app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=2, interval_start=0, interval_step=0.5, timeout=5)
@@ -55,9 +57,11 @@ def queue_depths(app: Celery, names: tuple[str, ...]) -> dict[str, int | None]:
             try:
                 _, count, _ = channel.queue_declare(queue=name, passive=True)
                 depths[name] = int(count)
-            except Exception as exc:  # amqp: NOT_FOUND closes the channel; redis answers 0
+            except Exception as exc:  # amqp: NOT_FOUND closes the channel
+                not_found = isinstance(exc, NotFound | ChannelError) and (
+                    "NOT_FOUND" in str(exc) or "no queue" in str(exc).lower() or isinstance(exc, NotFound))
                 log.debug("queue %s: %s", name, exc)
-                depths[name] = None
+                depths[name] = 0 if not_found else None
             finally:
                 try:
                     channel.close()
