@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -28,11 +27,9 @@ def collect(settings: Settings) -> dict[str, Any]:
         report["queues"] = queue_depths(make_app(settings), ("ticks", "orders", "maintenance", "parked"))
     except Exception as exc:
         report["queues_error"] = f"{type(exc).__name__}: {exc}"
-    try:
-        feed = json.loads((settings.home / "run" / "feed.json").read_text())
-        report["feed"] = feed
-    except (OSError, ValueError):
-        report["feed"] = None
+    from .feed.stats import read_stats
+
+    report["feed"] = read_stats(settings.home / "run" / "feed.json")
     return report
 
 
@@ -49,7 +46,10 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"queues    unavailable: {report.get('queues_error')}")
     feed = report.get("feed")
     if feed:
-        age = (time.time_ns() - int(feed.get("time_ns", 0))) / 1e9
-        counts = feed.get("counts", feed)
-        lines.append(f"feed      {json.dumps(counts)} (updated {age:.0f}s ago)")
+        age = time.time() - float(feed.get("time", 0))
+        counts = feed.get("counts", {})
+        rates = feed.get("rates_per_s", {})
+        lines.append(f"feed      pid {feed.get('pid')}, updated {age:.0f}s ago: {counts.get('ticks', 0)} ticks"
+                     f" ({rates.get('ticks', 0):.0f}/s), {counts.get('published', 0)} chunks enqueued,"
+                     f" {counts.get('spool_chunks', 0)} spooled, {counts.get('lost', 0)} lost")
     return "\n".join(lines)

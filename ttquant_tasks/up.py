@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .feed.stats import read_stats
 from .settings import Settings, mask_url
 
 DRAIN_TIMEOUT_S = 60.0
@@ -39,14 +40,6 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
             proc.kill()
             proc.wait(5)
     return proc.returncode
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 class _Figures:
@@ -80,23 +73,23 @@ class _Figures:
             return {}
 
     def feed(self) -> dict[str, Any]:
-        data = _read_json(self.stats_path)
-        return data if data.get("started_ns", 0) >= self.since_ns - 5_000_000_000 else {}
+        """The feed's stats file, if it was written by this run's feed."""
+        data = read_stats(self.stats_path) or {}
+        return data if float(data.get("time", 0)) * 1e9 >= self.since_ns else {}
 
 
 def _line(feed: dict[str, Any], persisted: int | None, prev: tuple[float, int | None],
           depths: dict[str, int | None]) -> str:
+    """One status line: feed figures (ticks, chunks), rows persisted and their rate, queue depths."""
     now = time.monotonic()
     rate = "?"
     if persisted is not None and prev[1] is not None and now > prev[0]:
         rate = f"{(persisted - prev[1]) / (now - prev[0]):.0f}"
-    counts = feed.get("counts", feed)
-    rates = feed.get("rates", {})
-
-    def fmt(key: str) -> str:
-        return f"{counts.get(key, 0)}" + (f" ({rates[key]:.0f}/s)" if key in rates else "")
-
-    return (f"published {fmt('published')} | enqueued {fmt('enqueued')} | spooled {counts.get('spooled', 0)}"
+    counts = feed.get("counts", {})
+    rates = feed.get("rates_per_s", {})
+    return (f"published {counts.get('ticks', 0)} ticks ({rates.get('ticks', 0):.0f}/s)"
+            f" | enqueued {counts.get('published', 0)} chunks ({rates.get('published', 0):.0f}/s)"
+            f" | spooled {counts.get('spool_chunks', 0)} chunks"
             f" | persisted {persisted if persisted is not None else '?'} ({rate}/s)"
             f" | queue ticks={depths.get('ticks')} parked={depths.get('parked')}")
 
@@ -105,12 +98,12 @@ def run_up(settings: Settings, *, source: str, rate: float, exchange: str | None
            concurrency: int) -> int:
     """Run the local stack until Ctrl-C / SIGTERM / ``duration``; returns the exit status."""
     from .services import resolve
-    from .storage import migrate
+    from .storage.migrate import init_db
 
     settings = resolve(settings, start=True)
     exchange = exchange or "sim"
     print(f"ttquant up: database {mask_url(settings.db_uri)}, broker {mask_url(settings.broker_url)}", flush=True)
-    migrate.init_db(settings.db_uri)
+    init_db(settings.db_uri)
     env = dict(os.environ, DB_URI=settings.db_uri or "", CELERY_BROKER_URL=settings.broker_url or "",
                TTQUANT_HOME=str(settings.home), TTQUANT_SYMBOLS=",".join(settings.symbols))
     logs = settings.home / "logs"
@@ -145,11 +138,10 @@ def run_up(settings: Settings, *, source: str, rate: float, exchange: str | None
 
     print("ttquant up: stopping feed (flushes its chunks)...", flush=True)
     _stop(feed, timeout=30)
-    feed_stats = figures.feed()
-    counts = feed_stats.get("counts", feed_stats)
+    counts = figures.feed().get("counts", {})
     print("ttquant up: waiting for the worker to drain the queue...", flush=True)
     drain_end = time.monotonic() + DRAIN_TIMEOUT_S
-    expected = int(counts.get("enqueued_ticks", counts.get("published", 0)) or 0)
+    expected = int(counts.get("ticks", 0)) - int(counts.get("spool_ticks", 0)) - int(counts.get("lost", 0))
     persisted = figures.persisted() or 0
     while worker.poll() is None and time.monotonic() < drain_end:
         depths = figures.depths()
@@ -158,7 +150,8 @@ def run_up(settings: Settings, *, source: str, rate: float, exchange: str | None
             break
         time.sleep(0.5)
     _stop(worker, timeout=20)
-    totals = {"published": counts.get("published", 0), "enqueued": counts.get("enqueued", 0),
-              "spooled": counts.get("spooled", 0), "persisted": persisted, **figures.depths()}
+    totals = {"published_ticks": counts.get("ticks", 0), "enqueued_chunks": counts.get("published", 0),
+              "spooled_chunks": counts.get("spool_chunks", 0), "lost_chunks": counts.get("lost", 0),
+              "persisted_ticks": persisted, "queues": figures.depths()}
     print("ttquant up: totals " + json.dumps(totals), flush=True)
     return status

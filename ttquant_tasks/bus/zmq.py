@@ -32,6 +32,12 @@ class TopicPublisher:
             self._sock.close()
             raise OSError(f"cannot bind ZeroMQ PUB socket to {endpoint}: {exc}") from exc
 
+    @property
+    def bound_endpoint(self) -> str:
+        """The endpoint actually bound (resolves a wildcard port such as ``tcp://127.0.0.1:*``)."""
+        raw = self._sock.getsockopt(zmq.LAST_ENDPOINT)
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
     def send_frames(self, topic: bytes, body: bytes) -> bool:
         """Send one two-frame message; False (and a counted drop) when it would block."""
         try:

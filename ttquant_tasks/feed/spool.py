@@ -3,9 +3,9 @@
 One JSON file per chunk, named ``{seq:012d}-{ticks}.json``: ``seq`` orders the FIFO, ``ticks`` lets
 :meth:`Spool.pending_ticks` answer without reading every file.  A file is written under a temporary
 name, fsynced, atomically renamed and the directory fsynced: after :meth:`Spool.append` returns the
-chunk survives a crash or power loss, and a crash mid-write leaves only a ``.tmp`` file (removed at
-the next start; the chunk was never acknowledged as spooled).  A file that does not parse (disk
-trouble, hand edits) is moved to ``bad/`` and logged, never fatal.  Thread-safe.
+chunk survives a crash or power loss, and a crash mid-write leaves only a ``.tmp`` file (ignored, and
+removed by a later start once stale; the chunk was never acknowledged as spooled).  A file that
+does not parse (disk trouble, hand edits) is moved to ``bad/`` and logged, never fatal.  Thread-safe.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from ..models import payload_len
 
 log = logging.getLogger(__name__)
 
+_STALE_TMP_S = 300.0
 _NAME_RE = re.compile(r"^(\d{12,})-(\d+)\.json$")
 
 
@@ -61,8 +63,11 @@ class Spool:
             return  # missing or unreadable: empty; append/check say why
         for e in entries:
             if e.name.endswith(".tmp"):
+                # An append that crashed before its rename.  Only old ones: another Spool on the same
+                # directory (``ttquant status``) must not delete a live writer's temp file.
                 with contextlib.suppress(OSError):
-                    os.unlink(e.path)  # an append that crashed before its rename
+                    if time.time() - e.stat().st_mtime > _STALE_TMP_S:
+                        os.unlink(e.path)
                 continue
             m = _NAME_RE.match(e.name)
             if m:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
-import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from ..errors import ConfigError, DatabaseUnavailable, PermanentError

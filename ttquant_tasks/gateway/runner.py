@@ -1,0 +1,273 @@
+"""The gateway's socket loop: ZMQ PULL orders + SUB market data -> :class:`OrderService` -> ZMQ PUB trades.
+
+Threads, and why:
+
+* the *calling* thread owns the three sockets (ZMQ sockets are not thread-safe) and runs the
+  loop: market data first (so prices are fresh), then orders; each order is risk-checked,
+  executed and answered on the trade PUB before the next one is read;
+* the *enqueuer* thread (:class:`~ttquant_tasks.feed.enqueuer.Enqueuer`, own spool directory) is
+  the only one that talks to the broker; the order path only puts records on its queue, so a
+  broker or database outage never delays a trade.
+
+Start: positions are restored from the database (``load_positions``), retried for
+``restore_timeout`` seconds.  If the database still does not answer, the gateway starts FLAT with
+an error in the log: trading continues (fills and their trade rows are safe), but position limits
+and the position snapshots written afterwards start from zero until the next restart with the
+database up.  That choice keeps strategies running through a database outage at start; an
+operator who prefers not to trade blind watches for ``POSITIONS NOT RESTORED``.
+
+Stop (SIGTERM/SIGINT when run on the main thread, or ``stop``): stop reading orders, hand queued
+records to the broker or the spool (at most ~3 s, inside honcho's 5 s), close the sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import zmq
+
+from ..bus.codec import decode_market_data, tick_from_market_data
+from ..bus.zmq import TopicPublisher
+from ..errors import backoff
+from ..feed.enqueuer import Enqueuer
+from ..feed.spool import Spool, SpoolError
+from ..settings import Settings
+from .exchanges import Exchange
+from .positions import Position
+from .risk import RiskLimits
+from .service import OrderService
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MD_CONNECT = "tcp://127.0.0.1:5555"
+_POLL_MS = 50  # longest the loop waits before looking at ``stop``
+_BATCH = 1000  # messages of one socket per loop turn, so neither socket starves the other
+_CLOSE_TIMEOUT = 3.0  # s, for the enqueuer on shutdown (honcho kills after 5 s)
+
+
+def gateway_spool_dir(settings: Settings) -> Path:
+    """The gateway's own spool (the feed's sequence numbers must not mix with ours)."""
+    return settings.home / "gateway-spool"
+
+
+def restore_positions(load: Callable[[], list[Position]], timeout: float,
+                      stop: threading.Event | None = None) -> list[Position] | None:
+    """``load()`` retried with backoff for ``timeout`` seconds; None when it never succeeded."""
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        try:
+            return load()
+        except Exception as exc:  # any failure: the database is down, or not migrated yet
+            wait = backoff(attempt, base=0.25, cap=2.0)
+            if time.monotonic() + wait > deadline or (stop is not None and stop.is_set()):
+                log.error("gateway: loading positions failed: %s", exc)
+                return None
+            log.warning("gateway: loading positions failed (%s); retrying in %.1fs", exc, wait)
+            attempt += 1
+            if stop is not None and stop.wait(wait):
+                return None
+            if stop is None:
+                time.sleep(wait)
+
+
+class Gateway:
+    """One gateway run (see module doc).  Build it, then call :meth:`run` on the thread that owns it.
+
+    ``publish(record)`` sends one record to the broker or raises (enqueuer thread only; see
+    :class:`~ttquant_tasks.tasks.orders.RecordPublisher`).  ``load_positions`` restores state
+    (None: start flat without trying).  ``md_connect`` is the feed's market-data PUB to SUBscribe
+    to (all ``md.`` topics; the last price is kept per symbol).  ``clock`` gives ns since epoch.
+    """
+
+    def __init__(self, settings: Settings, *, exchange: Exchange, limits: RiskLimits,
+                 publish: Callable[[dict[str, Any]], None], md_connect: str = DEFAULT_MD_CONNECT,
+                 load_positions: Callable[[], list[Position]] | None = None, restore_timeout: float = 10.0,
+                 spool: Spool | None = None, retry_interval: float = 1.0,
+                 clock: Callable[[], int] = time.time_ns) -> None:
+        self.settings = settings
+        self.md_connect = md_connect
+        self._publish = publish
+        self._load = load_positions
+        self.restore_timeout = restore_timeout
+        self.spool = spool if spool is not None else Spool(gateway_spool_dir(settings))
+        self.retry_interval = retry_interval
+        self.enqueuer: Enqueuer | None = None
+        self.service = OrderService(exchange=exchange, limits=limits, submit=self._submit,
+                                    exchange_name=settings.exchange, clock=clock)
+        self.ready = threading.Event()  # set once the sockets are bound and connected
+        self.restored: bool | None = None
+        self.counts: dict[str, Any] = {"md_bad": 0, "errors": 0, "zmq_sent": 0, "zmq_dropped": 0}
+
+    def _submit(self, record: dict[str, Any]) -> None:
+        assert self.enqueuer is not None, "records are only produced while running"
+        self.enqueuer.submit(record)
+
+    def stats(self) -> dict[str, Any]:
+        out = {**self.service.counts, **self.counts}
+        if self.enqueuer is not None:
+            out.update({f"enqueue_{k}": v for k, v in self.enqueuer.stats().items()})
+        return out
+
+    def _restore(self, stop: threading.Event) -> None:
+        if self._load is None:
+            self.restored = False
+            return
+        positions = restore_positions(self._load, self.restore_timeout, stop)
+        if positions is None:
+            self.restored = False
+            log.error("gateway: POSITIONS NOT RESTORED: the database did not answer within %.0fs; "
+                      "starting FLAT (position limits and snapshots start from zero)", self.restore_timeout)
+            return
+        self.service.positions = {(p.strategy_id, p.symbol): p for p in positions}
+        self.restored = True
+        log.info("gateway: restored %d positions", len(positions))
+
+    def _on_market_data(self, frames: list[bytes]) -> None:
+        try:
+            tick = tick_from_market_data(decode_market_data(frames[-1]))
+            price = Decimal(tick.price)
+        except (ValueError, InvalidOperation) as exc:  # PayloadError is a ValueError
+            self.counts["md_bad"] += 1
+            log.debug("gateway: bad market data message: %s", exc)
+            return
+        self.service.on_price(tick.symbol, price)
+
+    def _on_order(self, frames: list[bytes], trades: TopicPublisher) -> None:
+        if len(frames) != 1:
+            self.service.counts["orders"] += 1
+            self.service.counts["malformed"] += 1
+            self.service.counts["unanswerable"] += 1
+            log.warning("gateway: order message with %d frames (expected 1) ignored", len(frames))
+            return
+        try:
+            out = self.service.handle(frames[0])
+        except Exception:  # a bug or an adapter that raised: log it, keep serving the others
+            self.counts["errors"] += 1
+            log.exception("gateway: error handling an order")
+            return
+        for topic, body in out:
+            trades.send_frames(topic, body)
+
+    def run(self, stop: threading.Event | None = None) -> dict[str, Any]:
+        """Serve until ``stop`` is set (or a signal arrives on the main thread); returns the counters."""
+        stop = stop or threading.Event()
+        previous = _install_signals(stop)
+        try:
+            self.spool.check()
+        except SpoolError as exc:  # not fatal: records are lost only if the broker is down too
+            log.error("gateway: %s; records the broker cannot take will be LOST", exc)
+        self.enqueuer = Enqueuer(self._publish, self.spool, self.settings.enqueue_queue_max,
+                                 retry_interval=self.retry_interval, name="ttquant-gateway-enqueuer")
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        pull = sub = None
+        trades: TopicPublisher | None = None
+        try:
+            self._restore(stop)
+            trades = TopicPublisher(self.settings.zmq_trade_endpoint, context=ctx)
+            pull = ctx.socket(zmq.PULL)
+            pull.setsockopt(zmq.LINGER, 0)
+            pull.bind(self.settings.zmq_pull_endpoint)
+            sub = ctx.socket(zmq.SUB)
+            sub.setsockopt(zmq.LINGER, 0)
+            sub.setsockopt(zmq.SUBSCRIBE, b"md.")
+            sub.connect(self.md_connect)
+            poller = zmq.Poller()
+            poller.register(sub, zmq.POLLIN)
+            poller.register(pull, zmq.POLLIN)
+            log.info("gateway: orders on %s, trades on %s, market data from %s, venue %r",
+                     self.settings.zmq_pull_endpoint, self.settings.zmq_trade_endpoint, self.md_connect,
+                     self.service.exchange)
+            self.ready.set()
+            while not stop.is_set():
+                events = dict(poller.poll(_POLL_MS))
+                if sub in events:
+                    for _ in range(_BATCH):
+                        try:
+                            self._on_market_data(sub.recv_multipart(zmq.NOBLOCK))
+                        except zmq.Again:
+                            break
+                if pull in events:
+                    for _ in range(_BATCH):
+                        if stop.is_set():
+                            break
+                        try:
+                            frames = pull.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._on_order(frames, trades)
+        finally:
+            stop.set()
+            for sock in (pull, sub):
+                if sock is not None:
+                    sock.close(linger=0)
+            self.enqueuer.close(_CLOSE_TIMEOUT)
+            if trades is not None:
+                self.counts.update(zmq_sent=trades.sent, zmq_dropped=trades.dropped)
+                trades.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            log.info("gateway: stopped: %s", self.stats())
+        return self.stats()
+
+
+def _install_signals(stop: threading.Event) -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("gateway: signal %d, stopping", signum)
+        stop.set()
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def run_gateway(settings: Settings, *, exchange: Exchange, limits: RiskLimits,
+                publish: Callable[[dict[str, Any]], None], md_connect: str = DEFAULT_MD_CONNECT,
+                stop: threading.Event | None = None, restore_timeout: float = 10.0) -> dict[str, Any]:
+    """Run a gateway until stopped; positions restored from ``settings.db_uri`` (see module doc)."""
+    load: Callable[[], list[Position]] | None = None
+    if settings.db_uri:
+        from ..storage.engine import get_engine
+        from ..storage.orders import load_positions
+
+        uri = settings.db_uri
+
+        def load() -> list[Position]:
+            return load_positions(get_engine(uri))
+
+    gateway = Gateway(settings, exchange=exchange, limits=limits, publish=publish, md_connect=md_connect,
+                      load_positions=load, restore_timeout=restore_timeout)
+    return gateway.run(stop)
+
+
+def main(settings: Settings, *, risk_path: str | Path, md_connect: str = DEFAULT_MD_CONNECT,
+         exchange: Exchange | None = None) -> int:
+    """``ttquant gateway``: paper venue unless ``exchange`` is given; limits from the TOML ``risk_path``.
+
+    Resolves the broker and database (embedded ones found or started), publishes records through
+    :class:`~ttquant_tasks.tasks.orders.RecordPublisher`, and returns 0 after a clean stop.
+    """
+    from ..tasks.app import make_app
+    from ..tasks.orders import RecordPublisher
+    from .exchanges.paper import PaperExchange
+    from .risk import load_limits
+
+    limits = load_limits(risk_path)  # a bad file fails here, before any socket is bound
+    app = make_app(settings)
+    resolved = app.settings
+    publisher = RecordPublisher(app, resolved.publish_timeout)
+    try:
+        run_gateway(resolved, exchange=exchange or PaperExchange(), limits=limits, publish=publisher,
+                    md_connect=md_connect)
+    finally:
+        publisher.close()
+    return 0
