@@ -137,9 +137,18 @@ def cmd_flush(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from .services import status_all
     from .status import collect, render
 
-    report = collect(_resolved(settings, start=False))
+    try:
+        resolved = _resolved(settings, start=False)
+    except ConfigError as exc:
+        if exc.key not in ("DB_URI", "CELERY_BROKER_URL"):
+            raise
+        # Embedded services not running: say so (status must never start anything).
+        print(json.dumps({"services": status_all(settings.home), "error": str(exc)}, indent=2, default=str))
+        return 1
+    report = collect(resolved)
     print(json.dumps(report, indent=2, default=str) if args.json else render(report))
     return 0
 

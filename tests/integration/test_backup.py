@@ -105,9 +105,16 @@ def test_restore_refuses_a_schema_without_rows(source: tuple[str, str], make_dat
     uri, _ = source
     result = bk.backup(uri, tmp_path)
     target = make_database("rs_schema")
-    migrate.init_db(target, "plain")
-    with pytest.raises(bk.BackupError, match="already has"):
+    eng = make_engine(target)
+    with eng.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE leftover (x int)"))
+    eng.dispose()
+    with pytest.raises(bk.BackupError, match="already has 1 tables"):
         restore(result.path, target)
+    initialised = make_database("rs_init")
+    migrate.init_db(initialised, "plain")  # schema_version and ttquant_meta hold rows
+    with pytest.raises(bk.BackupError, match="not empty"):
+        restore(result.path, initialised)
 
 
 def test_corrupt_dump_fails_checksum(source: tuple[str, str], make_database: Callable[..., str],
@@ -135,9 +142,10 @@ def test_truncated_archive_is_rejected_by_list(source: tuple[str, str], tmp_path
         bk.list_archive(bk.find_tool("pg_restore", None), broken)
 
 
-def test_embedded_binaries_dump_the_machine_server(source: tuple[str, str], make_database: Callable[..., str],
-                                                   tmp_path: Path) -> None:
-    """pg_dump 18 (embedded) can dump the machine's server and its pg_restore brings it back."""
+def test_embedded_pg_dump_archive_needs_a_new_server(source: tuple[str, str], make_database: Callable[..., str],
+                                                     tmp_path: Path) -> None:
+    """pg_dump 18 (embedded) dumps the machine's older server; restoring that archive into it is
+    refused with a reason, by the old pg_restore (cannot read it) and by the new one (too new)."""
     uri, flavour = source
     pg_bin = embedded_bin()
     if pg_bin is None:
@@ -146,10 +154,13 @@ def test_embedded_binaries_dump_the_machine_server(source: tuple[str, str], make
     assert json.loads(bk.sidecar_path(result.path).read_text())["pg_dump_version"] >= 18
     target = make_database(f"rs_emb_{flavour}")
     path_version = bk.tool_version(bk.find_tool("pg_restore", None))
-    if path_version < 18:  # the machine's client is too old for an 18 archive: said clearly
-        with pytest.raises(bk.BackupError, match=f"pg_restore {path_version} cannot"):
+    if path_version < 18:
+        with pytest.raises(bk.BackupError, match=f"pg_restore {path_version} cannot handle"):
             restore(result.path, target)
-    assert restore(result.path, target, pg_bin=pg_bin)["row_counts"] == result.row_counts
+    server = json.loads(bk.sidecar_path(result.path).read_text())["server_version"]
+    if server < 17:
+        with pytest.raises(bk.BackupError, match="cannot restore into PostgreSQL"):
+            restore(result.path, target, pg_bin=pg_bin)
 
 
 def test_old_pg_dump_is_refused_clearly() -> None:
@@ -192,3 +203,51 @@ def test_job_lock_excludes_a_second_holder(source: tuple[str, str]) -> None:
         a.dispose()
         b.dispose()
     assert lock_key("backup") == lock_key("backup") != lock_key("klines")
+
+
+@pytest.fixture
+def embedded_uri() -> Iterator[str]:
+    """The ``ttquant`` database of a private embedded PostgreSQL 18, stopped (by pid) afterwards."""
+    import os
+    import shutil
+    import signal
+    import tempfile
+
+    from tests.support.services import free_port
+    from ttquant_tasks.services.embedded import EmbeddedPostgres
+
+    if embedded_bin() is None:
+        pytest.skip("embedded PostgreSQL binaries not installed")
+    # Not under tmp_path: pytest makes that 0700, locking the embedded_postgres user out as root.
+    base = Path(tempfile.mkdtemp(prefix="ttq-backup-"))
+    pg = EmbeddedPostgres(base / "postgres", port=free_port())
+    try:
+        yield pg.start()
+    finally:
+        pid = pg.pid()
+        try:
+            pg.stop()
+        finally:
+            if pid is not None and pg.pid() == pid:
+                os.kill(pid, signal.SIGKILL)
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def test_embedded_server_round_trip(embedded_uri: str, tmp_path: Path) -> None:
+    """The default deployment: embedded PostgreSQL 18, its own pg_dump/pg_restore, a fresh database."""
+    import psycopg2
+
+    migrate.init_db(embedded_uri, "auto")
+    eng = make_engine(embedded_uri)
+    insert_ticks(eng, ticks(250, "BTCUSDT"))
+    eng.dispose()
+    result = bk.backup(embedded_uri, tmp_path, pg_bin=embedded_bin())
+    assert result.row_counts["market_data"] == 250
+    conn = psycopg2.connect(embedded_uri)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("CREATE DATABASE restored")
+    conn.close()
+    target = embedded_uri.rsplit("/", 1)[0] + "/restored"
+    assert restore(result.path, target, pg_bin=embedded_bin())["row_counts"] == result.row_counts
+    assert counts(target) == counts(embedded_uri)

@@ -173,7 +173,7 @@ def test_an_aged_chunk_goes_out_while_the_source_is_silent(tmp_path: Path, bus: 
 
     def stalling() -> Iterator[Tick]:
         yield from itertools.islice(SimSource(SYMBOLS, "max", seed=2), 5)
-        release.wait(WAIT)  # like a websocket with no trades
+        release.wait(4 * WAIT)  # like a websocket with no trades; longer than wait_for below
 
     broker = Broker()
     t, result = run_in_thread(settings=make_settings(tmp_path, chunk_size=100, chunk_age=0.2),

@@ -54,16 +54,21 @@ def test_chunk_delivered_twice_lands_once(schema_db: str, broker: str, stack_env
     assert ids == list(range(1, 201)), "every id once, none twice"
 
 
-def _blocked_on_lock(db_uri: str) -> bool:
+def _blocked_count(db_uri: str) -> int:
+    """Sessions waiting on a lock for market_data (a killed worker's session lingers until the lock goes)."""
     conn = psycopg2.connect(db_uri)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                         "AND wait_event_type = 'Lock' AND query ILIKE '%market_data%'")
             row = cur.fetchone()
-            return bool(row and row[0] > 0)
+            return int(row[0]) if row else 0
     finally:
         conn.close()
+
+
+def _blocked_on_lock(db_uri: str) -> bool:
+    return _blocked_count(db_uri) > 0
 
 
 def test_worker_child_killed_mid_chunk_is_redelivered_once(schema_db: str, redis_url: str,
@@ -159,3 +164,31 @@ def test_sim_feed_run_persists_exactly_n_consecutive(schema_db: str, broker: str
         assert ids == list(range(1, len(ids) + 1)), f"{sym} ids not consecutive"
     assert duplicate_ticks(engine) == 0
 
+
+
+def test_poison_chunk_stops_looping_and_is_parked(schema_db: str, redis_url: str,
+                                                  stack_env: Callable[..., dict[str, str]],
+                                                  start_worker: Callable[..., Any]) -> None:
+    """A chunk whose worker dies every time is parked after TTQUANT_MAX_DELIVERIES redeliveries, not looped."""
+    from ttquant_tasks.tasks.parking import flush, queue_depths
+
+    env = stack_env(schema_db, redis_url, TTQUANT_MAX_DELIVERIES="2")
+    worker = start_worker(env)
+    app = client_app(env)
+    exchange = f"poison{int(time.time() * 1000) % 100000}"
+    locker = psycopg2.connect(schema_db)
+    cur = locker.cursor()
+    cur.execute("LOCK TABLE market_data IN ACCESS EXCLUSIVE MODE")
+    try:
+        app.send_task("ttquant.write_ticks", args=[chunk_payload(exchange, make_ticks(exchange, "BTCUSDT", 1, 50))])
+        for attempt in range(1, 4):  # first delivery + 2 redeliveries each die inside the chunk
+            wait_for(lambda n=attempt: _blocked_count(schema_db) >= n, what=f"delivery {attempt} blocked")
+            worker.kill_child()
+        # The 3rd redelivery is over the limit: parked without touching market_data.
+        wait_for(lambda: queue_depths(app, ("parked",))["parked"] == 1, what="chunk parked")
+    finally:
+        locker.rollback()
+        locker.close()
+    assert stored_ids(schema_db, exchange, "BTCUSDT") == []
+    assert flush(app)["moved"] == 1
+    assert wait_for(lambda: stored_ids(schema_db, exchange, "BTCUSDT")) == list(range(1, 51))

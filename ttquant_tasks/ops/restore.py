@@ -81,6 +81,21 @@ def verify_checksum(dump: Path) -> str:
     return actual
 
 
+def check_target(restore_version: int, server_version: int) -> None:
+    """Raise when pg_restore ``restore_version`` cannot load into a server of ``server_version``.
+
+    pg_restore >= 17 always sends ``SET transaction_timeout``, which servers before 17 reject, and
+    an older pg_restore cannot read a newer archive: so an archive written by pg_dump >= 17 (the
+    embedded 18 included) can only go into PostgreSQL >= 17.
+    """
+    if restore_version >= 17 > server_version:
+        raise BackupError(
+            f"pg_restore {restore_version} cannot restore into PostgreSQL {server_version} (it sets "
+            "transaction_timeout, unknown before 17): restore into a server >= 17, or make the backup "
+            f"with the pg_dump of PostgreSQL {server_version}"
+        )
+
+
 def _user_tables(cur: Any) -> dict[str, bool]:
     """Qualified name -> holds at least one row."""
     cur.execute(_USER_TABLES)
@@ -144,7 +159,8 @@ def restore(file: Path, into_uri: str, force: bool = False, progress: Progress |
     meta = read_sidecar(file)
     verify_checksum(file)
     pg_restore = find_tool("pg_restore", pg_bin)
-    check_compatible("pg_restore", tool_version(pg_restore), int(meta.get("pg_dump_version", 0)))
+    restore_version = tool_version(pg_restore)
+    check_compatible("pg_restore", restore_version, int(meta.get("pg_dump_version", 0)))
     items = list_archive(pg_restore, file)
     tsdb = meta.get("timescaledb")
     dsn, env = libpq_target(into_uri)
@@ -152,6 +168,8 @@ def restore(file: Path, into_uri: str, force: bool = False, progress: Progress |
     try:
         conn.autocommit = True
         cur = conn.cursor()
+        cur.execute("SELECT current_setting('server_version_num')::int / 10000")
+        check_target(restore_version, int(cur.fetchone()[0]))
         tables = _user_tables(cur)
         with_rows = [t for t, has_rows in tables.items() if has_rows]
         if with_rows and not force:
