@@ -71,7 +71,7 @@ class Strategy:
     """A strategy process's view: PUSH orders, SUB trades."""
 
     def __init__(self, settings: Settings) -> None:
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.push = ctx.socket(zmq.PUSH)
         self.push.setsockopt(zmq.LINGER, 0)
         self.push.connect(settings.zmq_pull_endpoint)

@@ -162,7 +162,7 @@ def run_feed(settings: Settings, source: Iterable[Tick], *, publish: Callable[[d
             elif isinstance(item, BaseException):
                 failure = item
                 break
-            pass
+            feed.submit(feed.chunker.due(now))
             if deadline is not None and now >= deadline:
                 break
             if stats and stats.due(now):  # counts() takes locks: not once per tick

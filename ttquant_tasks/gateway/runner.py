@@ -122,6 +122,9 @@ class Gateway:
             self.restored = False
             return
         positions = restore_positions(self._load, self.restore_timeout, stop)
+        if positions is None and stop.is_set():
+            self.restored = False
+            return
         if positions is None:
             self.restored = False
             log.error("gateway: POSITIONS NOT RESTORED: the database did not answer within %.0fs; "

@@ -1,0 +1,139 @@
+"""Procfile, docker compose and .env.example agree with each other and with the settings."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker" / "docker-compose.yml"
+PROCESSES = {"feed", "gateway", "worker_ticks", "worker_orders", "beat", "flower"}
+COMPOSE_ENV = {"POSTGRES_PASSWORD": "test-password", "FLOWER_BASIC_AUTH": "admin:test-password"}
+
+
+def procfile() -> dict[str, str]:
+    entries: dict[str, str] = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, command = line.partition(":")
+        assert sep and re.fullmatch(r"[a-z_]+", name), f"bad Procfile line {line!r}"
+        assert name not in entries, f"{name} twice in the Procfile"
+        entries[name] = command.strip()
+    return entries
+
+
+def compose_raw() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def container_command(service: dict[str, Any]) -> str:
+    """The shell command a compose service runs, with compose's ``$$`` escape undone."""
+    command = service["command"]
+    assert isinstance(command, list) and command[:2] == ["sh", "-c"] and len(command) == 3, command
+    return str(command[2]).replace("$$", "$")
+
+
+def test_procfile_has_every_process() -> None:
+    assert set(procfile()) == PROCESSES
+
+
+def test_workers_split_ticks_from_orders() -> None:
+    p = procfile()
+    assert re.search(r"celery -A ttquant_tasks worker -Q ticks\s", p["worker_ticks"])
+    assert re.search(r"celery -A ttquant_tasks worker -Q orders,maintenance\s", p["worker_orders"])
+    assert p["beat"].startswith("celery -A ttquant_tasks beat")
+    # Task events on for Flower; distinct node names so both can run on one host.
+    for name in ("worker_ticks", "worker_orders"):
+        assert " -E " in p[name] and " -n " in p[name]
+
+
+def test_flower_is_bounded_and_authenticated() -> None:
+    flower = procfile()["flower"]
+    assert flower.startswith("celery --broker=")  # not -A: Flower must not import the app
+    assert "--max_tasks=10000" in flower
+    # `:?` makes the shell refuse to start Flower without credentials.
+    assert re.search(r"--basic-auth=\$\{FLOWER_BASIC_AUTH:\?", flower)
+    assert re.search(r"--address=\$\{FLOWER_ADDRESS:-127\.0\.0\.1\}", flower)
+
+
+def test_compose_runs_the_procfile_commands() -> None:
+    services = compose_raw()["services"]
+    assert set(services) >= PROCESSES
+    assert {"db", "redis"} <= set(services)
+    for name, command in procfile().items():
+        assert container_command(services[name]) == command, name
+
+
+def test_compose_services_have_healthchecks_and_restart_policies() -> None:
+    services = compose_raw()["services"]
+    # The x-app anchor is merged by the YAML loader, so every app service carries its keys.
+    for name, service in services.items():
+        assert service.get("restart") == "unless-stopped", name
+        assert "healthcheck" in service, name
+    redis_cmd = " ".join(services["redis"]["command"])
+    assert "--maxmemory-policy noeviction" in redis_cmd and "--appendonly yes" in redis_cmd
+    assert services["db"]["image"].startswith("timescale/timescaledb:")
+    assert "./initdb:/docker-entrypoint-initdb.d:ro" in services["db"]["volumes"]
+    assert services["flower"]["ports"] == ["127.0.0.1:5566:5566"]
+
+
+def test_env_example_documents_every_setting() -> None:
+    settings_src = (ROOT / "ttquant_tasks" / "settings.py").read_text()
+    keys = set(re.findall(r'read\("([A-Z_]+)"', settings_src))
+    assert keys, "no settings keys found: settings.py changed shape"
+    example = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^#?([A-Z][A-Z0-9_]+)=", example, flags=re.M))
+    assert keys - documented == set()
+    used = set(re.findall(r"\$\{([A-Z_]+)", (ROOT / "Procfile").read_text()))
+    assert used - documented == set()
+
+
+def test_initdb_script_applies_the_timescale_flavour() -> None:
+    script = (ROOT / "docker" / "initdb" / "10-ttquant-schema.sh").read_text()
+    assert "grep -v '\\.plain\\.sql$'" in script and "'flavour', 'timescale'" in script
+    assert "--single-transaction" in script and "ON_ERROR_STOP=1" in script
+
+
+def _compose_cli() -> list[str] | None:
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30, check=False)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+def test_docker_compose_config_validates(tmp_path: Path) -> None:
+    cli = _compose_cli()
+    if cli is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), **COMPOSE_ENV}
+    out = subprocess.run([*cli, "-f", str(COMPOSE), "config"], capture_output=True, text=True, env=env,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    resolved = yaml.safe_load(out.stdout)
+    assert PROCESSES | {"db", "redis"} == set(resolved["services"])
+    assert resolved["services"]["flower"]["environment"]["FLOWER_BASIC_AUTH"] == "admin:test-password"
+    # Interpolation left the container-side variables alone (`$$` survives `config`).
+    for name, command in procfile().items():
+        assert container_command(resolved["services"][name]) == command, name
+
+
+def test_docker_compose_refuses_a_missing_password(tmp_path: Path) -> None:
+    cli = _compose_cli()
+    if cli is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), "FLOWER_BASIC_AUTH": "a:b"}
+    out = subprocess.run([*cli, "-f", str(COMPOSE), "config"], capture_output=True, text=True, env=env,
+                         timeout=120, check=False)
+    assert out.returncode != 0 and "POSTGRES_PASSWORD" in out.stderr
