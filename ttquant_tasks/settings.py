@@ -12,6 +12,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -94,15 +95,34 @@ def _log_level(raw: str) -> str:
     return level
 
 
-def _bool(raw: str) -> bool:
-    low = raw.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"must be true or false, got {raw!r}")
+def _existing_file(raw: str) -> Path:
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    return path
 
 
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _bps(raw: str) -> Decimal:
+    try:
+        value = Decimal(raw.strip())
+    except InvalidOperation:
+        raise ValueError(f"must be a number of basis points, got {raw!r}") from None
+    if not value.is_finite() or not 0 <= value <= 1000:
+        raise ValueError(f"must be between 0 and 1000 basis points, got {raw!r}")
+    return value
+
+
+_SECRETS = ("binance_api_key", "binance_api_secret")
 _DB_SCHEMES = ("postgresql", "postgresql+psycopg2", "postgres")
 _BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
 
@@ -151,6 +171,26 @@ class Settings:
     """``TTQUANT_TASK_TIME_LIMIT``: hard limit of one task, seconds; far below visibility_timeout."""
     log_level: str = "INFO"
     """``TTQUANT_LOG_LEVEL``."""
+    risk_file: Path | None = None
+    """``TTQUANT_RISK_FILE``: the gateway's risk limits (TOML); None: the packaged default."""
+    md_connect: str = "tcp://127.0.0.1:5555"
+    """``TTQUANT_MD_CONNECT``: where the gateway subscribes to market data (last prices)."""
+    execution: str = "paper"
+    """``TTQUANT_EXECUTION``: ``paper`` (default) or ``binance`` (signed REST orders)."""
+    paper_slippage_bps: Decimal = Decimal("1")
+    """``TTQUANT_PAPER_SLIPPAGE_BPS``: paper fills pay this much beyond the last price."""
+    paper_commission_bps: Decimal = Decimal("10")
+    """``TTQUANT_PAPER_COMMISSION_BPS``: paper commission, of the notional."""
+    binance_api_key: str | None = None
+    """``BINANCE_API_KEY`` (never printed)."""
+    binance_api_secret: str | None = None
+    """``BINANCE_API_SECRET`` (never printed)."""
+    binance_order_url: str = "https://testnet.binance.vision"
+    """``BINANCE_ORDER_URL``: REST base for orders; the testnet unless you mean it."""
+    binance_rest_url: str = "https://api.binance.com"
+    """``BINANCE_REST_URL``: REST base for market data (gap backfill)."""
+    binance_ws_url: str = "wss://stream.binance.com:9443"
+    """``BINANCE_WS_URL``: websocket base for market streams."""
 
     def __post_init__(self) -> None:
         if self.task_time_limit * 2 > self.visibility_timeout:
@@ -174,6 +214,8 @@ class Settings:
             v = getattr(self, f.name)
             if f.name in ("db_uri", "db_read_uri", "broker_url"):
                 v = mask_url(v)
+            elif f.name in _SECRETS and v:
+                v = "***"
             fields.append(f"{f.name}={v!r}")
         return f"Settings({', '.join(fields)})"
 
@@ -214,6 +256,16 @@ class Settings:
         read("TTQUANT_VISIBILITY_TIMEOUT", "visibility_timeout", _positive_int)
         read("TTQUANT_TASK_TIME_LIMIT", "task_time_limit", _positive_int)
         read("TTQUANT_LOG_LEVEL", "log_level", _log_level)
+        read("TTQUANT_RISK_FILE", "risk_file", _existing_file)
+        read("TTQUANT_MD_CONNECT", "md_connect", _zmq_endpoint)
+        read("TTQUANT_EXECUTION", "execution", _choice("paper", "binance"))
+        read("TTQUANT_PAPER_SLIPPAGE_BPS", "paper_slippage_bps", _bps)
+        read("TTQUANT_PAPER_COMMISSION_BPS", "paper_commission_bps", _bps)
+        read("BINANCE_API_KEY", "binance_api_key", str.strip)
+        read("BINANCE_API_SECRET", "binance_api_secret", str.strip)
+        read("BINANCE_ORDER_URL", "binance_order_url", _url(("https", "http")))
+        read("BINANCE_REST_URL", "binance_rest_url", _url(("https", "http")))
+        read("BINANCE_WS_URL", "binance_ws_url", _url(("wss", "ws")))
         for key, value in overrides.items():
             if key == "log_level" and value is not None:
                 try:
@@ -222,6 +274,10 @@ class Settings:
                     raise ConfigError("--log-level", str(exc)) from exc
             if value is not None:
                 values[key] = value
+        if values.get("execution") == "binance" and not (values.get("binance_api_key") and
+                                                          values.get("binance_api_secret")):
+            raise ConfigError("BINANCE_API_KEY",
+                              "TTQUANT_EXECUTION=binance needs BINANCE_API_KEY and BINANCE_API_SECRET")
         if values.get("chunk_size", 1) > 5000:
             raise ConfigError("TTQUANT_CHUNK_SIZE", "at most 5000 ticks per chunk (broker message size)")
         return cls(**values)

@@ -95,7 +95,7 @@ def _line(feed: dict[str, Any], persisted: int | None, prev: tuple[float, int | 
 
 
 def run_up(settings: Settings, *, source: str, rate: float, exchange: str | None, duration: float | None,
-           concurrency: int) -> int:
+           concurrency: int, gateway: bool = True) -> int:
     """Run the local stack until Ctrl-C / SIGTERM / ``duration``; returns the exit status."""
     from .services import resolve
     from .storage.migrate import init_db
@@ -114,7 +114,12 @@ def run_up(settings: Settings, *, source: str, rate: float, exchange: str | None
     feed_argv = [sys.executable, "-m", "ttquant_tasks.cli", "feed", "--source", source,
                  "--exchange", exchange, "--rate", str(rate) if rate > 0 else "max"]
     feed = _spawn(feed_argv, env, logs / "feed.log")
-    print(f"ttquant up: worker pid {worker.pid}, feed pid {feed.pid}; logs in {logs}; Ctrl-C stops", flush=True)
+    children = {"worker": worker, "feed": feed}
+    if gateway:
+        children["gateway"] = _spawn([sys.executable, "-m", "ttquant_tasks.cli", "gateway"], env,
+                                     logs / "gateway.log")
+    pids = ", ".join(f"{name} pid {proc.pid}" for name, proc in children.items())
+    print(f"ttquant up: {pids}; logs in {logs}; Ctrl-C stops", flush=True)
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -127,7 +132,7 @@ def run_up(settings: Settings, *, source: str, rate: float, exchange: str | None
         persisted = figures.persisted()
         print(_line(figures.feed(), persisted, prev, figures.depths()), flush=True)
         prev = (time.monotonic(), persisted)
-        for name, proc in (("worker", worker), ("feed", feed)):
+        for name, proc in children.items():
             if proc.poll() is not None:
                 print(f"ttquant up: {name} exited with {proc.returncode}; see {logs / (name + '.log')}",
                       file=sys.stderr, flush=True)
@@ -136,7 +141,9 @@ def run_up(settings: Settings, *, source: str, rate: float, exchange: str | None
         if deadline is not None and time.monotonic() >= deadline:
             break
 
-    print("ttquant up: stopping feed (flushes its chunks)...", flush=True)
+    print("ttquant up: stopping feed and gateway (they flush what they hold)...", flush=True)
+    if "gateway" in children:
+        _stop(children["gateway"], timeout=30)
     _stop(feed, timeout=30)
     counts = figures.feed().get("counts", {})
     print("ttquant up: waiting for the worker to drain the queue...", flush=True)

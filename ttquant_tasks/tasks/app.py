@@ -119,9 +119,10 @@ class TTQuantCelery(Celery):
 
 def make_app(settings: Settings | None = None) -> TTQuantCelery:
     """A configured app with all ttquant tasks registered.  ``None``: settings from the environment."""
-    from . import maintenance, writes
+    from . import maintenance, orders, writes
 
     app = TTQuantCelery(settings)
     writes.register(app)
+    orders.register(app)
     maintenance.register(app)
     return app
