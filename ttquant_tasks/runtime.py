@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+from .models import Tick
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+SOURCES = ("binance", "sim", "replay")
 
 
 def feed_start_ids(settings: Settings, exchange: str) -> dict[str, int]:
@@ -25,23 +30,80 @@ def feed_start_ids(settings: Settings, exchange: str) -> dict[str, int]:
         return {}
 
 
+def build_source(settings: Settings, source: str, *, rate: float = 0.0, exchange: str | None = None,
+                 file: Path | None = None, speed: float | None = None) -> Iterable[Tick]:
+    """The tick source named ``source``: ``binance`` (live, backfilled), ``sim`` or ``replay`` (``file``).
+
+    ``exchange`` names sim ticks only: Binance ticks (live or replayed) are always ``binance``.
+    ``speed`` paces a replay (None: as fast as possible).  Raises ``ValueError`` naming a bad option.
+    """
+    if source == "sim":
+        from .feed.sim import SimSource
+
+        exchange = exchange or "sim"
+        return SimSource(settings.symbols, rate=rate, exchange=exchange,
+                         start_ids=feed_start_ids(settings, exchange))
+    if exchange not in (None, "binance"):
+        log.warning("--exchange %s ignored: %s ticks are stored as exchange 'binance'", exchange, source)
+    if source == "binance":
+        from .feed.live import LiveBinance
+        from .storage.engine import get_engine
+
+        return LiveBinance(settings, settings.symbols, get_engine(settings.db_uri))
+    if source == "replay":
+        from .feed.playback import Playback
+
+        if file is None:
+            raise ValueError("--source replay needs a recording: ttquant feed --source replay FILE")
+        return Playback(file, speed)
+    raise ValueError(f"unknown source {source!r} (expected one of {', '.join(SOURCES)})")
+
+
 def run_feed_command(settings: Settings, *, source: str, rate: float, exchange: str | None,
-                     duration: float | None) -> int:
-    """``ttquant feed``: run the sim feed until SIGTERM/SIGINT or ``duration``; exit 0."""
+                     duration: float | None, file: Path | None = None, speed: float | None = None) -> int:
+    """``ttquant feed``: run the feed on ``source`` until SIGTERM/SIGINT, ``duration`` or the replay's end; exit 0."""
     from .feed.runner import run_feed
-    from .feed.sim import SimSource
     from .tasks.app import make_app
     from .tasks.publisher import ChunkPublisher
 
-    if source != "sim":  # pragma: no cover - argparse restricts it
-        raise ValueError(f"unknown source {source!r}")
-    exchange = exchange or "sim"
+    ticks = build_source(settings, source, rate=rate, exchange=exchange, file=file, speed=speed)
     app = make_app(settings)
     publisher = ChunkPublisher(app, timeout=settings.publish_timeout)
-    start_ids = feed_start_ids(settings, exchange)
-    sim = SimSource(settings.symbols, rate=rate, exchange=exchange, start_ids=start_ids)
-    stats: dict[str, Any] = run_feed(settings, sim, publish=publisher, duration=duration,
-                                     stats_path=settings.home / "run" / "feed.json")
-    publisher.close()
+    try:
+        stats: dict[str, Any] = run_feed(settings, ticks, publish=publisher, duration=duration,
+                                         stats_path=settings.home / "run" / "feed.json")
+    finally:
+        publisher.close()
     log.info("feed stopped: %s", stats)
+    return 0
+
+
+def run_record_command(settings: Settings, path: Path, *, duration: float | None) -> int:
+    """``ttquant record FILE``: append the live stream's raw frames to ``path`` until SIGTERM/SIGINT/``duration``.
+
+    No database, no broker: frames only (JSON lines, gzip when ``path`` ends in ``.gz``), each with
+    its receive time in ns (UTC).  Replay them with ``ttquant feed --source replay FILE``.
+    """
+    import signal
+    import threading
+
+    from .feed.live import make_source
+    from .feed.record import Recorder
+
+    with Recorder(path) as recorder:
+        source = make_source(settings, settings.symbols, recorder=recorder)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: source.close())
+        timer = threading.Timer(duration, source.close) if duration else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        ticks = 0
+        log.info("record: %s -> %s", source.url, path)
+        for _ in source:  # frames are written as they are processed; ticks are only counted
+            ticks += 1
+        if timer is not None:
+            timer.cancel()
+        recorder.flush()
+    log.info("record: stopped after %d ticks: %s", ticks, dict(source.counters))
     return 0

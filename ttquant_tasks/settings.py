@@ -191,6 +191,36 @@ class Settings:
     """``BINANCE_REST_URL``: REST base for market data (gap backfill)."""
     binance_ws_url: str = "wss://stream.binance.com:9443"
     """``BINANCE_WS_URL``: websocket base for market streams."""
+    backfill_max_ids: int = 200_000
+    """``TTQUANT_BACKFILL_MAX_IDS``: most trade ids one gap backfill fetches over REST; the rest is a known gap."""
+    binance_max_age: float = 23.5 * 3600
+    """``TTQUANT_BINANCE_MAX_AGE``: seconds a websocket lives before it is rotated (Binance closes at 24 h)."""
+    binance_stale_after: float = 30.0
+    """``TTQUANT_BINANCE_STALE_AFTER``: seconds without any frame (pings included) before a reconnect."""
+    flush_interval: float = 60.0
+    """``TTQUANT_FLUSH_INTERVAL``: seconds between beat ``flush`` runs (parked chunks back)."""
+    partitions_interval: float = 3600.0
+    """``TTQUANT_PARTITIONS_INTERVAL``: seconds between beat ``partitions`` runs."""
+    retention_interval: float = 86400.0
+    """``TTQUANT_RETENTION_INTERVAL``: seconds between beat ``retention`` (archive + drop) runs."""
+    mark_interval: float = 60.0
+    """``TTQUANT_MARK_INTERVAL``: seconds between beat ``mark_to_market`` runs."""
+    klines_interval: float = 60.0
+    """``TTQUANT_KLINES_INTERVAL``: seconds between beat ``klines`` runs."""
+    metrics_interval: float = 60.0
+    """``TTQUANT_METRICS_INTERVAL``: seconds between beat ``metrics`` runs."""
+    backup_interval: float = 86400.0
+    """``TTQUANT_BACKUP_INTERVAL``: seconds between beat ``backup`` runs."""
+    backup_dir: Path | None = None
+    """``TTQUANT_BACKUP_DIR``: where backups go; None: ``home/backups``."""
+    backup_keep: int = 7
+    """``TTQUANT_BACKUP_KEEP``: newest backups kept."""
+    archive_dir: Path | None = None
+    """``TTQUANT_ARCHIVE_DIR``: Parquet archive of market data; None: ``home/archive``."""
+    retention_days: int = 30
+    """``TTQUANT_RETENTION_DAYS``: market data older than this many UTC days is archived, then dropped."""
+    partitions_ahead: int = 7
+    """``TTQUANT_PARTITIONS_AHEAD``: days of market_data partitions created ahead (plain flavour)."""
 
     def __post_init__(self) -> None:
         if self.task_time_limit * 2 > self.visibility_timeout:
@@ -203,6 +233,16 @@ class Settings:
     @property
     def spool_dir(self) -> Path:
         return self.home / "spool"
+
+    @property
+    def backups_path(self) -> Path:
+        """``backup_dir``, or ``home/backups`` when unset."""
+        return self.backup_dir or self.home / "backups"
+
+    @property
+    def archive_path(self) -> Path:
+        """``archive_dir``, or ``home/archive`` when unset."""
+        return self.archive_dir or self.home / "archive"
 
     @property
     def read_uri(self) -> str | None:
@@ -266,6 +306,21 @@ class Settings:
         read("BINANCE_ORDER_URL", "binance_order_url", _url(("https", "http")))
         read("BINANCE_REST_URL", "binance_rest_url", _url(("https", "http")))
         read("BINANCE_WS_URL", "binance_ws_url", _url(("wss", "ws")))
+        read("TTQUANT_BACKFILL_MAX_IDS", "backfill_max_ids", _positive_int)
+        read("TTQUANT_BINANCE_MAX_AGE", "binance_max_age", _positive_float)
+        read("TTQUANT_BINANCE_STALE_AFTER", "binance_stale_after", _positive_float)
+        read("TTQUANT_FLUSH_INTERVAL", "flush_interval", _positive_float)
+        read("TTQUANT_PARTITIONS_INTERVAL", "partitions_interval", _positive_float)
+        read("TTQUANT_RETENTION_INTERVAL", "retention_interval", _positive_float)
+        read("TTQUANT_MARK_INTERVAL", "mark_interval", _positive_float)
+        read("TTQUANT_KLINES_INTERVAL", "klines_interval", _positive_float)
+        read("TTQUANT_METRICS_INTERVAL", "metrics_interval", _positive_float)
+        read("TTQUANT_BACKUP_INTERVAL", "backup_interval", _positive_float)
+        read("TTQUANT_BACKUP_DIR", "backup_dir", lambda s: Path(s).expanduser())
+        read("TTQUANT_BACKUP_KEEP", "backup_keep", _positive_int)
+        read("TTQUANT_ARCHIVE_DIR", "archive_dir", lambda s: Path(s).expanduser())
+        read("TTQUANT_RETENTION_DAYS", "retention_days", _positive_int)
+        read("TTQUANT_PARTITIONS_AHEAD", "partitions_ahead", _non_negative_int)
         for key, value in overrides.items():
             if key == "log_level" and value is not None:
                 try:

@@ -16,6 +16,7 @@ honcho's 5 s kill wait.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import queue
 import signal
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 _TICK_WAIT = 0.05  # s: longest the loop waits for a tick before checking chunk ages and stop
 _PUMP_QUEUE_MAX = 10_000  # ticks buffered between the source and the loop
 _CLOSE_TIMEOUT = 3.0  # s: for the enqueuer on shutdown (honcho kills after 5 s)
+_SOURCE_CLOSE_TIMEOUT = 1.0  # s: for the source to stop after close()
 _END = object()
 
 
@@ -102,6 +104,22 @@ class _Feed:
                                "zmq_dropped": self.publisher.dropped, "pending": len(self.chunker)}
         out.update(self.enqueuer.stats())
         return out
+
+
+def _close_source(source: Iterable[Tick], pump: _Pump) -> None:
+    """Stop a source that blocks (a websocket waiting for frames never returns to the pump by itself).
+
+    Generators are skipped: closing one that another thread is running raises.  The pump gets a
+    short join so the source's own cleanup (closing sockets, recording pending gaps) can finish.
+    """
+    close = getattr(source, "close", None)
+    if callable(close) and not inspect.isgenerator(source):
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - a failing close must not keep the chunks from flushing
+            log.exception("feed: closing the source failed")
+    if pump.is_alive():
+        pump.join(_SOURCE_CLOSE_TIMEOUT)
 
 
 def _install_signals(stop: threading.Event) -> dict[int, Any]:
@@ -169,6 +187,7 @@ def run_feed(settings: Settings, source: Iterable[Tick], *, publish: Callable[[d
                 stats.update(feed.counts(), now)
     finally:
         stop.set()
+        _close_source(source, pump)
         # Ticks already handed over were maybe not sent anywhere yet: finish them.
         while True:
             try:

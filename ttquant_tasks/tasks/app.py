@@ -36,7 +36,37 @@ TASK_ROUTES = {
     "ttquant.write_trade": {"queue": ORDERS},
     "ttquant.write_position": {"queue": ORDERS},
     "ttquant.flush": {"queue": MAINTENANCE},
+    "ttquant.partitions": {"queue": MAINTENANCE},
+    "ttquant.retention": {"queue": MAINTENANCE},
+    "ttquant.mark_to_market": {"queue": MAINTENANCE},
+    "ttquant.klines": {"queue": MAINTENANCE},
+    "ttquant.metrics": {"queue": MAINTENANCE},
+    "ttquant.backup": {"queue": MAINTENANCE},
 }
+
+# beat job -> (task, Settings field holding its interval in seconds)
+BEAT_JOBS = {
+    "flush": ("ttquant.flush", "flush_interval"),
+    "partitions": ("ttquant.partitions", "partitions_interval"),
+    "retention": ("ttquant.retention", "retention_interval"),
+    "mark_to_market": ("ttquant.mark_to_market", "mark_interval"),
+    "klines": ("ttquant.klines", "klines_interval"),
+    "metrics": ("ttquant.metrics", "metrics_interval"),
+    "backup": ("ttquant.backup", "backup_interval"),
+}
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The ``beat_schedule`` for ``settings``: every job every ``<job>_interval`` seconds.
+
+    Each run expires after one interval: when no worker took it in time (workers down), the next
+    run replaces it instead of a backlog of identical jobs piling up in ``maintenance``.
+    """
+    schedule: dict[str, dict[str, Any]] = {}
+    for job, (task, field) in BEAT_JOBS.items():
+        every = float(getattr(settings, field))
+        schedule[job] = {"task": task, "schedule": every, "options": {"queue": MAINTENANCE, "expires": every}}
+    return schedule
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -44,6 +74,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     transport_options: dict[str, Any] = {
         # Redis: redelivery of unacked messages; far above task_time_limit (Settings checks 2x).
         "visibility_timeout": settings.visibility_timeout,
+        # Sweep for unacked messages past the timeout every 10 s (kombu's default is ~100 s), so a
+        # chunk of a SIGKILLed worker host comes back soon after the visibility timeout.
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
         # kombu's Redis transport has no socket timeouts by default: a hung Redis would hang us.
         "socket_timeout": 10,
         "socket_connect_timeout": 5,
@@ -91,6 +125,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": False,
         "enable_utc": True,
         "timezone": "UTC",
+        "beat_schedule": beat_schedule(settings),
     }
 
 
@@ -101,6 +136,7 @@ class TTQuantCelery(Celery):
         super().__init__("ttquant_tasks", **kwargs)
         self._ttq_settings = settings
         self._ttq_lock = threading.Lock()
+        self._ttq_db_embedded = False
         self.add_defaults(lambda: celery_config(self.settings))
 
     @property
@@ -113,8 +149,15 @@ class TTQuantCelery(Celery):
                 from ..services import resolve
 
                 base = self._ttq_settings or Settings.from_env()
+                self._ttq_db_embedded = base.db_uri is None
                 self._ttq_settings = resolve(base, start=True)
             return self._ttq_settings
+
+    @property
+    def db_embedded(self) -> bool:
+        """True when the database is the embedded PostgreSQL (no ``DB_URI``): its own binaries dump it."""
+        _ = self.settings
+        return self._ttq_db_embedded
 
 
 def make_app(settings: Settings | None = None) -> TTQuantCelery:

@@ -1,0 +1,39 @@
+"""Partitions ahead and the TimescaleDB policies, whichever the schema flavour (sql/003).
+
+Plain PostgreSQL: ``ttquant_ensure_partitions(days_ahead)`` creates the UTC day partitions of
+``market_data`` from today to today + ``days_ahead`` (idempotent; the TimescaleDB flavour's function
+is a no-op, chunks are created by inserts).  TimescaleDB: the compression policy of sql/003 and the
+7-day ``metrics`` retention are (re)added if missing, and the built-in 30-day ``market_data``
+retention policy is *removed*: it drops chunks without archiving them, while the ``retention`` job
+(:func:`ttquant_tasks.ops.retention.archive_and_drop`) drops only what it archived and verified.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..storage.engine import db_errors
+from ..storage.migrate import flavour
+
+_TIMESCALE_POLICIES = (
+    "SELECT add_compression_policy('market_data', interval '7 days', if_not_exists => true)",
+    "SELECT add_retention_policy('metrics', interval '7 days', if_not_exists => true)",
+    "SELECT remove_retention_policy('market_data', if_exists => true)",
+)
+
+
+def ensure_partitions(engine: sa.Engine, days_ahead: int) -> dict[str, Any]:
+    """Create partitions ahead / make sure the policies are right; ``{"flavour", "created"}``.
+
+    Idempotent.  Raises :class:`~ttquant_tasks.errors.DatabaseUnavailable` when the database
+    cannot be reached or the schema is missing.
+    """
+    with db_errors("ensure_partitions"), engine.begin() as conn:
+        kind = flavour(conn)
+        created = int(conn.execute(sa.text("SELECT ttquant_ensure_partitions(:n)"), {"n": days_ahead}).scalar_one())
+        if kind == "timescale":
+            for stmt in _TIMESCALE_POLICIES:
+                conn.execute(sa.text(stmt))
+    return {"flavour": kind, "created": created}
