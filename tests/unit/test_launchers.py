@@ -91,7 +91,7 @@ def test_env_example_documents_every_setting() -> None:
     keys = set(re.findall(r'read\("([A-Z_]+)"', settings_src))
     assert keys, "no settings keys found: settings.py changed shape"
     example = (ROOT / ".env.example").read_text()
-    documented = set(re.findall(r"^#?([A-Z][A-Z0-9_]+)=", example, flags=re.M))
+    documented = set(re.findall(r"^(?:# ?)?([A-Z][A-Z0-9_]+)=", example, flags=re.M))
     assert keys - documented == set()
     used = set(re.findall(r"\$\{([A-Z_]+)", (ROOT / "Procfile").read_text()))
     assert used - documented == set()
