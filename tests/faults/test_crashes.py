@@ -2,48 +2,29 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 
-from tests.integration.test_pipeline import _blocked_count, make_ticks, stored_ids
+from tests.support.checks import (
+    assert_all_once,
+    blocked_count,
+    feed_counts,
+    feed_process,
+    make_ticks,
+    market_data_locked,
+    stored_ids,
+    unique_exchange,
+)
 from tests.support.stack import client_app
 from tests.support.tcpproxy import TcpProxy
 from tests.support.waiting import wait_for
 from ttquant_tasks.models import chunk_payload
-from ttquant_tasks.storage.engine import get_engine
-from ttquant_tasks.storage.queries import duplicate_ticks, tick_ids
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(300)]
-
-
-def feed_process(env: dict[str, str], exchange: str, rate: int, duration: float) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "ttquant_tasks.cli", "feed", "--source", "sim", "--rate", str(rate),
-                             "--duration", str(duration), "--exchange", exchange], env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def assert_all_once(db_uri: str, exchange: str, symbols: tuple[str, ...], expected: int) -> None:
-    engine = get_engine(db_uri)
-
-    def total() -> int:
-        return sum(len(tick_ids(engine, exchange, s)) for s in symbols)
-
-    wait_for(lambda: total() >= expected, timeout=120, what=f"{expected} rows")
-    time.sleep(1)
-    assert total() == expected
-    for sym in symbols:
-        ids = tick_ids(engine, exchange, sym)
-        assert ids == list(range(1, len(ids) + 1)), f"{sym}: ids not consecutive"
-    assert duplicate_ticks(engine) == 0
 
 
 def test_whole_worker_sigkill_mid_chunk_redelivered_after_visibility_timeout(
@@ -53,16 +34,11 @@ def test_whole_worker_sigkill_mid_chunk_redelivered_after_visibility_timeout(
     env = stack_env(schema_db, redis_url, TTQUANT_VISIBILITY_TIMEOUT="8", TTQUANT_TASK_TIME_LIMIT="4")
     worker = start_worker(env)
     app = client_app(env)
-    exchange = f"wk{int(time.time() * 1000) % 100000}"
-    locker = psycopg2.connect(schema_db)
-    locker.cursor().execute("LOCK TABLE market_data IN ACCESS EXCLUSIVE MODE")
-    try:
+    exchange = unique_exchange("wk")
+    with market_data_locked(schema_db):
         app.send_task("ttquant.write_ticks", args=[chunk_payload(exchange, make_ticks(exchange, "BTCUSDT", 1, 100))])
-        wait_for(lambda: _blocked_count(schema_db) >= 1, what="worker inside the chunk")
+        wait_for(lambda: blocked_count(schema_db) >= 1, what="worker inside the chunk")
         worker.kill()
-    finally:
-        locker.rollback()
-        locker.close()
     assert stored_ids(schema_db, exchange, "BTCUSDT") == []
     start_worker(env)  # a new worker restores the unacked message once it is older than the timeout
     assert wait_for(lambda: stored_ids(schema_db, exchange, "BTCUSDT"), timeout=90) == list(range(1, 101))
@@ -83,7 +59,7 @@ def test_broker_hung_then_back_feed_spools_and_replays(schema_db: str, redis_url
                                                        start_worker: Callable[..., Any]) -> None:
     """The broker accepts TCP but never answers: publishes time out, chunks spool, all replayed later."""
     proxy, proxied_url = redis_proxy
-    exchange = f"hung{int(time.time() * 1000) % 100000}"
+    exchange = unique_exchange("hung")
     env = stack_env(schema_db, proxied_url, TTQUANT_SYMBOLS="BTCUSDT,ETHUSDT", ZMQ_PUB_ENDPOINT="tcp://127.0.0.1:0",
                     TTQUANT_PUBLISH_TIMEOUT="0.5")
     start_worker({**env, "CELERY_BROKER_URL": redis_url})  # the worker talks to Redis directly
@@ -96,7 +72,7 @@ def test_broker_hung_then_back_feed_spools_and_replays(schema_db: str, redis_url
     proxy.set_mode("forward")
     out, _ = feed.communicate(timeout=90)
     assert feed.returncode == 0, out[-3000:]
-    counts = json.loads((home / "run" / "feed.json").read_text())["counts"]
+    counts = feed_counts(env)
     assert counts["spooled"] > 0 and counts["lost"] == 0 and counts["spool_ticks"] == 0
     assert counts["ticks"] >= 1000 * 10 * 0.5  # the hang never stalled the receive loop
     assert_all_once(schema_db, exchange, ("BTCUSDT", "ETHUSDT"), counts["ticks"])
@@ -122,7 +98,7 @@ def test_postgres_restarted_while_ticks_flow(private_pg: Any, redis_url: str,
     private_pg.start()
     out, _ = feed.communicate(timeout=90)
     assert feed.returncode == 0, out[-3000:]
-    counts = json.loads((Path(env["TTQUANT_HOME"]) / "run" / "feed.json").read_text())["counts"]
+    counts = feed_counts(env)
     app = client_app(env)
     if queue_depths(app, ("parked",))["parked"]:
         flush(app)  # chunks whose retries ran out while the server was away

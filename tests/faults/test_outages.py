@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,13 +11,11 @@ from typing import Any
 import pytest
 import zmq
 
-from tests.integration.test_pipeline import make_ticks
+from tests.support.checks import assert_all_once, feed_counts, feed_process, make_ticks, unique_exchange
 from tests.support.services import free_port
 from tests.support.stack import client_app
 from tests.support.waiting import wait_for
 from ttquant_tasks.models import chunk_payload
-from ttquant_tasks.storage.engine import get_engine
-from ttquant_tasks.storage.queries import duplicate_ticks, tick_ids
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -49,11 +43,7 @@ def test_database_down_parks_then_flush_brings_every_tick(private_pg: Any, redis
     private_pg.start()
     result = flush(app)
     assert result["moved"] == 5 and result["parked"] == 0
-    engine = get_engine(uri)
-    wait_for(lambda: len(tick_ids(engine, "sim", "BTCUSDT")) == 500, timeout=90, what="500 rows")
-    time.sleep(1.0)
-    assert tick_ids(engine, "sim", "BTCUSDT") == list(range(1, 501))
-    assert duplicate_ticks(engine) == 0
+    assert_all_once(uri, "sim", ("BTCUSDT",), 500, timeout=90)
 
 
 def test_broker_down_feed_keeps_publishing_and_spool_replays(private_redis: Any, schema_db: str, tmp_path: Path,
@@ -61,7 +51,7 @@ def test_broker_down_feed_keeps_publishing_and_spool_replays(private_redis: Any,
                                                              start_worker: Callable[..., Any]) -> None:
     broker = private_redis.url()
     port = free_port()
-    exchange = f"bd{int(time.time() * 1000) % 100000}"
+    exchange = unique_exchange("bd")
     env = stack_env(schema_db, broker, TTQUANT_SYMBOLS="BTCUSDT,ETHUSDT",
                     ZMQ_PUB_ENDPOINT=f"tcp://127.0.0.1:{port}", TTQUANT_PUBLISH_TIMEOUT="0.5")
     # Subscriber counts what strategies see while the broker is away.
@@ -84,9 +74,7 @@ def test_broker_down_feed_keeps_publishing_and_spool_replays(private_redis: Any,
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
     assert private_redis.stop()
-    feed = subprocess.Popen([sys.executable, "-m", "ttquant_tasks.cli", "feed", "--source", "sim", "--rate", "1000",
-                             "--duration", "8", "--exchange", exchange], env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    feed = feed_process(env, exchange, rate=1000, duration=8)
     spool = Path(env["TTQUANT_HOME"]) / "spool"
     wait_for(lambda: spool.exists() and len(list(spool.glob("*.json"))) >= 3, timeout=30, what="spooled chunks")
     seen_at_outage = received["n"]
@@ -97,23 +85,12 @@ def test_broker_down_feed_keeps_publishing_and_spool_replays(private_redis: Any,
     assert feed.returncode == 0, out[-3000:]
     done.set()
     listener.join(5)
-    stats = json.loads((Path(env["TTQUANT_HOME"]) / "run" / "feed.json").read_text())
-    counts = stats["counts"]
+    counts = feed_counts(env)
     published = counts["ticks"]
     assert counts["spooled"] > 0 and counts.get("lost", 0) == 0
     assert seen_later > seen_at_outage, "strategies stopped receiving ticks while the broker was down"
     assert received["n"] >= published - 1000  # every tick but ZMQ's slow-joiner start (< 1 s of ticks)
     assert published >= 1000 * 8 * 0.5  # the outage did not slow the receive loop to a crawl
     start_worker(env)
-    engine = get_engine(schema_db)
-
-    def total() -> int:
-        return sum(len(tick_ids(engine, exchange, s)) for s in ("BTCUSDT", "ETHUSDT"))
-
-    wait_for(lambda: total() >= published, timeout=120, what=f"{published} rows")
-    time.sleep(1)
-    assert total() == published
-    for sym in ("BTCUSDT", "ETHUSDT"):
-        ids = tick_ids(engine, exchange, sym)
-        assert ids == list(range(1, len(ids) + 1))
+    assert_all_once(schema_db, exchange, ("BTCUSDT", "ETHUSDT"), published)
     assert not list(spool.glob("*.json"))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_pipeline import make_ticks, stored_ids
+from tests.support.checks import make_ticks, stored_ids, unique_exchange
 from tests.support.services import with_database
 from tests.support.stack import client_app
 from tests.support.waiting import wait_for
@@ -42,7 +42,7 @@ def test_pickle_message_is_refused_not_executed(schema_db: str, broker_fixture: 
     app = client_app(env)
     MARKER.unlink(missing_ok=True)
     app.send_task("ttquant.write_ticks", args=[Evil()], serializer="pickle")
-    exchange = f"sec{int(time.time() * 1000) % 100000}"
+    exchange = unique_exchange("sec")
     app.send_task("ttquant.write_ticks", args=[chunk_payload(exchange, make_ticks(exchange, "BTCUSDT", 1, 20))])
     # The good chunk after it lands: the worker refused the pickle and kept going.
     assert wait_for(lambda: stored_ids(schema_db, exchange, "BTCUSDT")) == list(range(1, 21))
@@ -62,7 +62,7 @@ def test_passwords_never_printed(schema_db: str, redis_url: str, tmp_path: Path,
                     TTQUANT_LOG_LEVEL="DEBUG")
     worker = start_worker(env)
     app = client_app(env)
-    exchange = f"pw{int(time.time() * 1000) % 100000}"
+    exchange = unique_exchange("pw")
     app.send_task("ttquant.write_ticks", args=[chunk_payload(exchange, make_ticks(exchange, "BTCUSDT", 1, 5))])
     wait_for(lambda: stored_ids(schema_db, exchange, "BTCUSDT"), what="chunk stored")
     full_env = {**os.environ, **env}
