@@ -135,3 +135,31 @@ def test_poison_chunk_stops_looping_and_is_parked(schema_db: str, redis_url: str
     assert stored_ids(schema_db, exchange, "BTCUSDT") == []
     assert flush(app)["moved"] == 1
     assert wait_for(lambda: stored_ids(schema_db, exchange, "BTCUSDT")) == list(range(1, 51))
+
+
+def test_messages_of_the_wrong_shape_are_dead_lettered(schema_db: str, redis_url: str,
+                                                       stack_env: Callable[..., dict[str, str]],
+                                                       start_worker: Callable[..., Any]) -> None:
+    """Wrong argument counts and kwargs reach our code and are kept with the reason; the worker goes on."""
+    env = stack_env(schema_db, redis_url)
+    start_worker(env)
+    app = client_app(env)
+    tag = unique_exchange("shape")
+    app.send_task("ttquant.write_ticks", args=[], kwargs={"tag": tag})
+    app.send_task("ttquant.write_ticks", args=[tag, tag])
+    app.send_task("ttquant.write_order", args=[{"kind": "order", "tag": tag}])
+    good = unique_exchange("after")
+    app.send_task("ttquant.write_ticks", args=[chunk_payload(good, make_ticks(good, "BTCUSDT", 1, 3))])
+
+    def reasons() -> list[str]:
+        conn = psycopg2.connect(schema_db)
+        try:
+            with conn.cursor() as c:
+                c.execute("SELECT reason FROM dead_letters WHERE payload::text LIKE %s", (f"%{tag}%",))
+                return [r[0] for r in c.fetchall()]
+        finally:
+            conn.close()
+
+    found = wait_for(lambda: len(reasons()) == 3 and reasons(), what="three dead letters")
+    assert sum("exactly one payload" in r for r in found) == 2
+    assert wait_for(lambda: stored_ids(schema_db, good, "BTCUSDT")) == [1, 2, 3]

@@ -73,16 +73,16 @@ def register(app: TTQuantCelery) -> None:
                                    ignore_result=True, max_retries=None)
 
     @app.task(name=TASK_FOR_KIND["order"], **options)
-    def write_order(self: Task, payload: Any) -> int:
+    def write_order(self: Task, *args: Any, **kwargs: Any) -> int:
         """Insert an order row or advance its status (idempotent)."""
-        return run_write(self, payload, _write_order)
+        return run_write(self, args, kwargs, _write_order)
 
     @app.task(name=TASK_FOR_KIND["trade"], **options)
-    def write_trade(self: Task, payload: Any) -> int:
+    def write_trade(self: Task, *args: Any, **kwargs: Any) -> int:
         """Insert a fill or rejection row once (by trade_id)."""
-        return run_write(self, payload, _write_trade)
+        return run_write(self, args, kwargs, _write_trade)
 
     @app.task(name=TASK_FOR_KIND["position"], **options)
-    def write_position(self: Task, payload: Any) -> int:
+    def write_position(self: Task, *args: Any, **kwargs: Any) -> int:
         """Insert a position snapshot once (by strategy, symbol, time)."""
-        return run_write(self, payload, _write_position)
+        return run_write(self, args, kwargs, _write_position)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Task
 
-from ..errors import PermanentError, backoff, is_retryable
+from ..errors import PayloadError, PermanentError, backoff, is_retryable
 from ..models import payload_rows
 from . import parking
 
@@ -50,7 +50,7 @@ def _guard_redelivery(task: Task, payload: Any, chunk_id: str | None) -> bool:
     return False
 
 
-def run_write(task: Task, payload: Any, write: Callable[[Any, Any], int]) -> int:
+def run_write(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], write: Callable[[Any, Any], int]) -> int:
     """Shared body of the write tasks: ``write(engine, payload) -> rows new``.
 
     Transient errors are retried by Celery's own machinery (``task.retry``) with exponential
@@ -58,8 +58,11 @@ def run_write(task: Task, payload: Any, write: Callable[[Any, Any], int]) -> int
     Permanent errors go to ``dead_letters`` with the reason and are never retried.
     """
     settings = task.app.settings
-    chunk_id = payload.get("chunk_id") if isinstance(payload, dict) else None
+    payload: Any = {"args": list(args), "kwargs": kwargs}  # what is dead-lettered if the shape is wrong
+    chunk_id = None
     try:
+        payload = single_payload(task, args, kwargs)
+        chunk_id = payload.get("chunk_id") if isinstance(payload, dict) else None
         if _guard_redelivery(task, payload, chunk_id):
             return 0
         return write(_engine(task), payload)
@@ -84,6 +87,19 @@ def run_write(task: Task, payload: Any, write: Callable[[Any, Any], int]) -> int
         raise task.retry(exc=exc, countdown=delay, max_retries=settings.write_retries) from exc
 
 
+def single_payload(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The one positional payload of a write task.
+
+    A message of another shape raises :class:`PayloadError` inside :func:`run_write`, so it is
+    dead-lettered with the reason instead of failing the call before our code runs (which would
+    ack and drop it without a trace).
+    """
+    if len(args) == 1 and not kwargs:
+        return args[0]
+    raise PayloadError(f"{task.name} takes exactly one payload argument, got {len(args)} args"
+                       f" and keyword arguments {sorted(kwargs)}")
+
+
 def write_ticks_payload(engine: Any, payload: Any) -> int:
     """Validate a columnar chunk and insert it; returns rows that were new."""
     from ..storage.writers import insert_ticks
@@ -96,6 +112,6 @@ def register(app: TTQuantCelery) -> None:
 
     @app.task(name="ttquant.write_ticks", bind=True, acks_late=True, reject_on_worker_lost=True,
               ignore_result=True, max_retries=None)
-    def write_ticks(self: Task, payload: Any) -> int:
+    def write_ticks(self: Task, *args: Any, **kwargs: Any) -> int:
         """Persist one chunk of ticks (columnar payload, see :mod:`ttquant_tasks.models`)."""
-        return run_write(self, payload, write_ticks_payload)
+        return run_write(self, args, kwargs, write_ticks_payload)
