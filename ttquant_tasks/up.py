@@ -101,7 +101,7 @@ def run_up(settings: Settings, *, source: str, rate: float, exchange: str | None
     from .storage.migrate import init_db
 
     settings = resolve(settings, start=True)
-    exchange = exchange or "sim"
+    exchange = exchange or ("sim" if source == "sim" else settings.exchange)
     print(f"ttquant up: database {mask_url(settings.db_uri)}, broker {mask_url(settings.broker_url)}", flush=True)
     init_db(settings.db_uri)
     env = dict(os.environ, DB_URI=settings.db_uri or "", CELERY_BROKER_URL=settings.broker_url or "",
@@ -111,8 +111,9 @@ def run_up(settings: Settings, *, source: str, rate: float, exchange: str | None
     worker = _spawn([sys.executable, "-m", "celery", "-A", "ttquant_tasks", "worker",
                      "-Q", "ticks,orders,maintenance", "-c", str(concurrency), "-O", "fair",
                      "--loglevel", "WARNING", "-n", f"ttquant-up-{os.getpid()}@%h"], env, logs / "worker.log")
-    feed_argv = [sys.executable, "-m", "ttquant_tasks.cli", "feed", "--source", source,
-                 "--exchange", exchange, "--rate", str(rate) if rate > 0 else "max"]
+    feed_argv = [sys.executable, "-m", "ttquant_tasks.cli", "feed", "--source", source]
+    if source == "sim":
+        feed_argv += ["--exchange", exchange, "--rate", str(rate) if rate > 0 else "max"]
     feed = _spawn(feed_argv, env, logs / "feed.log")
     children = {"worker": worker, "feed": feed}
     if gateway:

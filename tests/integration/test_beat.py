@@ -24,7 +24,7 @@ from tests.support.stack import client_app
 from tests.support.waiting import wait_for
 from ttquant_tasks.models import Tick
 from ttquant_tasks.ops import backup as bk
-from ttquant_tasks.ops.locks import job_lock
+from ttquant_tasks.ops.locks import lock_key
 from ttquant_tasks.storage import migrate
 from ttquant_tasks.storage.engine import make_engine
 from ttquant_tasks.storage.writers import insert_ticks
@@ -101,11 +101,11 @@ def seeded_db(make_database: Callable[..., str], flavour: str) -> str:
 
 
 def beat_env(stack_env: Callable[..., dict[str, str]], db: str, broker: str, tmp_path: Path,
-             every: str = "1.5") -> dict[str, str]:
+             every: str = "1.5", **extra: str) -> dict[str, str]:
     intervals = {f"TTQUANT_{f.removesuffix('_interval').upper()}_INTERVAL": every for _, f in BEAT_JOBS.values()}
     return stack_env(db, broker, TTQUANT_BACKUP_DIR=str(tmp_path / "backups"),
                      TTQUANT_ARCHIVE_DIR=str(tmp_path / "archive"), TTQUANT_BACKUP_KEEP="2",
-                     TTQUANT_SYMBOLS="BTCUSDT", EXCHANGE="binance", **intervals)
+                     TTQUANT_SYMBOLS="BTCUSDT", EXCHANGE="binance", **{**intervals, **extra})
 
 
 def scalar(uri: str, sql: str, **params: Any) -> Any:
@@ -194,7 +194,9 @@ def test_two_beats_never_run_a_job_twice_at_once(make_database: Callable[..., st
                                                  start_worker: Callable[..., Any],
                                                  start_beat: Callable[..., BeatProcess], tmp_path: Path) -> None:
     db = seeded_db(make_database, "plain")
-    env = beat_env(stack_env, db, redis_url, tmp_path, every="1")
+    # backups and archives every few seconds only: the point here is many overlapping triggers
+    env = beat_env(stack_env, db, redis_url, tmp_path, every="1", TTQUANT_BACKUP_INTERVAL="5",
+                   TTQUANT_RETENTION_INTERVAL="5")
     start_worker(env, queues="maintenance", concurrency=2)
     start_worker(env, queues="maintenance", concurrency=2)
     start_beat(env, "beat-a")
@@ -204,13 +206,19 @@ def test_two_beats_never_run_a_job_twice_at_once(make_database: Callable[..., st
     # While this test holds the klines lock, every run the beats trigger must skip.
     eng = make_engine(db)
     try:
-        with job_lock(eng, "klines") as acquired:
-            assert acquired
+        with eng.connect() as conn:
+            key = lock_key("klines")
+            # a run may hold it right now: try until it is free
+            wait_for(lambda: conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar(),
+                     what="the klines lock")
+            conn.commit()
             held_from = scalar(db, "SELECT now()")
             skipped_before = job_rows(db, "skipped").get("job.klines", 0)
             wait_for(lambda: job_rows(db, "skipped").get("job.klines", 0) >= skipped_before + 3, timeout=90,
                      what="klines runs skipped while the lock is held")
             held_to = scalar(db, "SELECT now()")
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.commit()
     finally:
         eng.dispose()
     wait_for(lambda: scalar(db, "SELECT count(*) FROM metrics WHERE component = 'job.klines' "

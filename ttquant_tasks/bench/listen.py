@@ -53,10 +53,10 @@ class Listener(threading.Thread):
             for ch in channels:
                 cur.execute(f"LISTEN {ch}")
         self.events: list[tuple[str, str, int]] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             if select.select([self.conn], [], [], 0.05)[0]:
                 self.conn.poll()
                 now = time.time_ns()
@@ -65,6 +65,6 @@ class Listener(threading.Thread):
                     self.events.append((n.channel, n.payload, now))
 
     def close(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(5)
         self.conn.close()

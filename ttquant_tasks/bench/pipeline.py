@@ -44,12 +44,10 @@ def wait_count(uri: str, exchange: str, expected: int, stall_s: float, poll_s: f
 
 
 def measure(uri: str, env: dict[str, str], log_dir: Path, worker: procs.Proc, duration: float,
-            symbols: list[str], profile: Path | None = None) -> dict[str, Figure]:
+            symbols: list[str]) -> dict[str, Figure]:
     exchange = "bench-e2e"
     cpu0 = worker.cpu_seconds()
     config: dict[str, Any] = {"exchange": exchange, "symbols": symbols, "rate": 0, "duration": duration}
-    if profile is not None:
-        config["profile"] = str(profile)
     feed = procs.run_feed_child(env, log_dir, config, timeout=duration + 60)
     n_feed = int(feed["ticks"])
     stored, t_done = wait_count(uri, exchange, n_feed, stall_s=20.0)
@@ -64,5 +62,5 @@ def measure(uri: str, env: dict[str, str], log_dir: Path, worker: procs.Proc, du
         "feed_cpu_us_per_tick": round(feed["cpu_s"] / max(1, stored) * 1e6, 2),
         "worker_cpu_us_per_tick": round(worker_cpu / max(1, stored) * 1e6, 2),
     }
-    out["cpu_us_per_tick"] = round(float(out["feed_cpu_us_per_tick"] or 0) + float(out["worker_cpu_us_per_tick"] or 0), 2)
+    out["cpu_us_per_tick"] = round((feed["cpu_s"] + worker_cpu) / max(1, stored) * 1e6, 2)
     return out

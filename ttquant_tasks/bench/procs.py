@@ -18,6 +18,8 @@ from typing import Any
 
 import psutil
 
+from .workerproc import READY
+
 
 class Proc:
     """A subprocess started with ``argv`` and ``env``; ready when ``ready_text`` appears in its log."""
@@ -84,11 +86,10 @@ class Proc:
 def worker(env: dict[str, str], log_dir: Path, concurrency: int = 2) -> Proc:
     """A Celery worker on all work queues, prefork pool, ``concurrency`` children (not started)."""
     name = f"bench-{uuid.uuid4().hex[:6]}"
-    argv = [sys.executable, "-m", "celery", "-A", "ttquant_tasks", "worker", "-Q", "ticks,orders,maintenance",
+    argv = [sys.executable, "-m", "ttquant_tasks.bench.workerproc", "-Q", "ticks,orders,maintenance",
             "-c", str(concurrency), "-P", "prefork", "--loglevel", "WARNING", "-n", f"{name}@%h",
             "--without-gossip", "--without-mingle", "--without-heartbeat", "-O", "fair"]
-    # WARNING level keeps the log quiet; readiness is read from celery's own banner line.
-    return Proc(argv, env, log_dir / f"worker-{name}.log", ready_text=" ready.")
+    return Proc(argv, env, log_dir / f"worker-{name}.log", ready_text=READY)
 
 
 def gateway(env: dict[str, str], log_dir: Path) -> Proc:

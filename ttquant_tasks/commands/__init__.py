@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from importlib import import_module
 
-MODULES = ("stack", "feed", "gateway", "db", "ops", "bench")
+MODULES = ("stack", "feed", "market", "gateway", "db", "ops", "bench")
 
 
 def register_all(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -30,7 +30,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from ..services import status_all
-    from ..status import collect, render
+    from ..status import show
 
     try:
         resolved = a.resolved(settings, start=False)
@@ -40,9 +40,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         # Embedded services not running: say so (status never starts anything).
         print(json.dumps({"services": status_all(settings.home), "error": str(exc)}, indent=2, default=str))
         return 1
-    report = collect(resolved)
-    print(json.dumps(report, indent=2, default=str) if args.json else render(report))
-    return 0
+    return show(resolved, as_json=args.json, watch=args.watch)
 
 
 def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
@@ -70,8 +68,10 @@ def register(sub: a.SubParsers) -> None:
     worker.add_argument("-c", "--concurrency", type=a.positive_int, default=2)
     worker.set_defaults(handler=cmd_worker)
 
-    status = sub.add_parser("status", help="row counts, queue depths, parked chunks, feed figures")
+    status = sub.add_parser("status", help="one screen: services, workers, queues, ticks/s, lag, backup, size")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--watch", type=a.seconds, nargs="?", const=2.0, default=None, metavar="S",
+                        help="refresh every S seconds (default 2) until Ctrl-C")
     status.set_defaults(handler=cmd_status)
 
     services = sub.add_parser("services", help="the embedded PostgreSQL and Redis")

@@ -68,6 +68,19 @@ def record(engine: sa.Engine, rows: Iterable[Row], at: datetime | None = None) -
     return len(params)
 
 
+def ticks_received(engine: sa.Engine, exchange: str, window_s: float) -> int:
+    """market_data rows of ``exchange`` received (``local_time``) in the last ``window_s`` seconds."""
+    since_ns = time.time_ns() - int(window_s * 1e9)
+    with db_errors("ticks_received"), engine.connect() as conn:
+        return int(conn.execute(_RATE, {"exchange": exchange, "window": window_s, "since_ns": since_ns}).scalar_one())
+
+
+def symbol_lags(engine: sa.Engine, exchange: str, symbols: Iterable[str]) -> dict[str, float]:
+    """Seconds since the newest stored tick (its exchange time) per symbol; symbols without ticks absent."""
+    with db_errors("symbol_lags"), engine.connect() as conn:
+        return {str(s): float(v) for s, v in conn.execute(_LAG, {"symbols": list(symbols), "exchange": exchange})}
+
+
 def record_figures(engine: sa.Engine, exchange: str, symbols: Iterable[str], window_s: float,
                    depths: Mapping[str, int | None]) -> list[Row]:
     """Measure ticks/s and per-symbol lag, add the queue ``depths`` (asked by the caller), write them.
@@ -75,10 +88,7 @@ def record_figures(engine: sa.Engine, exchange: str, symbols: Iterable[str], win
     Returns the rows written.  Raises :class:`~ttquant_tasks.errors.DatabaseUnavailable` when the
     database cannot be reached.
     """
-    since_ns = time.time_ns() - int(window_s * 1e9)
-    with db_errors("record_figures"), engine.connect() as conn:
-        ticks = int(conn.execute(_RATE, {"exchange": exchange, "window": window_s, "since_ns": since_ns}).scalar_one())
-        lags = {str(s): float(v) for s, v in conn.execute(_LAG, {"symbols": list(symbols), "exchange": exchange})}
-    rows = figure_rows(ticks, window_s, depths, lags)
+    rows = figure_rows(ticks_received(engine, exchange, window_s), window_s, depths,
+                       symbol_lags(engine, exchange, symbols))
     record(engine, rows)
     return rows

@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from ..storage.engine import db_errors
 from ..storage.migrate import flavour
 
+LOCK_TIMEOUT_S = 10
+
 _TIMESCALE_POLICIES = (
     "SELECT add_compression_policy('market_data', interval '7 days', if_not_exists => true)",
     "SELECT add_retention_policy('metrics', interval '7 days', if_not_exists => true)",
@@ -31,6 +33,11 @@ def ensure_partitions(engine: sa.Engine, days_ahead: int) -> dict[str, Any]:
     cannot be reached or the schema is missing.
     """
     with db_errors("ensure_partitions"), engine.begin() as conn:
+        # ATTACH PARTITION waits for ACCESS EXCLUSIVE on the default partition, and every later
+        # reader queues behind that request.  A running backup holds ACCESS SHARE in a transaction
+        # that waits for its own pg_dump, which queues behind us: a deadlock PostgreSQL cannot see.
+        # So give up quickly; the next run (partitions are made days ahead) tries again.
+        conn.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_S}s'"))
         kind = flavour(conn)
         created = int(conn.execute(sa.text("SELECT ttquant_ensure_partitions(:n)"), {"n": days_ahead}).scalar_one())
         if kind == "timescale":

@@ -1,0 +1,101 @@
+"""Measurements 5 and 6, in one phase while ticks flow at a set rate:
+
+* order sent by a strategy (ZMQ PUSH) -> its ``orders`` row committed (NOTIFY at commit), p50/p99 ms;
+* order sent -> its ``Trade`` received on the gateway's trade PUB, p50/p99 ms;
+* trade (exchange) time of a tick -> its ``market_data`` row committed, p50/p99 ms, every 10th tick,
+  at the default chunk age.
+
+"Sent" is the strategy's send time: it includes the ZMQ hop to the gateway (tens of µs), so the
+order figures are upper bounds of "received -> committed".  Orders are market orders of 0.001,
+alternating BUY/SELL per strategy (4 strategies), at ``order_rate`` per second in total, within
+the packaged risk limits; rejections are counted.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import zmq
+
+from ..bus.codec import decode_trade, encode_order
+from . import listen, procs
+from .gate import closed_port
+from .report import Figure, summary
+
+EXCHANGE = "bench-flow"
+
+
+def measure(uri: str, env: dict[str, str], log_dir: Path, rate: float, duration: float,
+            order_rate: float) -> dict[str, Figure]:
+    md_port, pull_port, trade_port = closed_port(), closed_port(), closed_port()
+    env = {**env, "ZMQ_PUB_ENDPOINT": f"tcp://127.0.0.1:{md_port}",
+           "ZMQ_PULL_ENDPOINT": f"tcp://127.0.0.1:{pull_port}",
+           "ZMQ_TRADE_ENDPOINT": f"tcp://127.0.0.1:{trade_port}",
+           "TTQUANT_MD_CONNECT": f"tcp://127.0.0.1:{md_port}"}
+    listen.install(uri, EXCHANGE)
+    listener = listen.Listener(uri, ("bench_tick", "bench_order"))
+    listener.start()
+    gw = procs.gateway(env, log_dir).start()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    push = ctx.socket(zmq.PUSH)
+    sub = ctx.socket(zmq.SUB)
+    sent: dict[str, int] = {}
+    traded: dict[str, int] = {}
+    statuses = {"FILLED": 0, "REJECTED": 0}
+    try:
+        push.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.LINGER, 0)
+        push.connect(f"tcp://127.0.0.1:{pull_port}")
+        sub.setsockopt(zmq.SUBSCRIBE, b"trade.")
+        sub.connect(f"tcp://127.0.0.1:{trade_port}")
+        feed_proc = procs.start_feed_child(env, log_dir, {"exchange": EXCHANGE, "symbols": ["BTCUSDT", "ETHUSDT"],
+                                                          "rate": rate, "duration": duration})
+        t_end = time.monotonic() + duration - 0.5
+        time.sleep(min(2.0, duration / 3))  # the gateway needs a last price before market orders fill
+        i, next_send = 0, time.monotonic()
+        while time.monotonic() < t_end + 1.0:
+            now = time.monotonic()
+            if now >= next_send and now < t_end:
+                strategy = f"bench-s{i % 4}"
+                oid = f"bench-o{i}"
+                side = "BUY" if (i // 4) % 2 == 0 else "SELL"
+                ts = time.time_ns()
+                push.send(encode_order(order_id=oid, strategy_id=strategy, symbol="BTCUSDT", price=0.0,
+                                       quantity="0.001", side=side, timestamp=ts))
+                sent[oid] = ts
+                i += 1
+                next_send += 1.0 / order_rate
+            if sub.poll(2):
+                while True:
+                    try:
+                        frames = sub.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    got = time.time_ns()
+                    trade = decode_trade(frames[-1])
+                    traded.setdefault(trade.order_id, got)
+                    statuses[trade.status] = statuses.get(trade.status, 0) + 1
+        feed = procs.feed_result(feed_proc, timeout=duration + 60)
+        time.sleep(3.0)  # let the last chunk age out and the worker commit it
+    finally:
+        push.close(0)
+        sub.close(0)
+        gw.stop()
+        listener.close()
+        listen.remove(uri)
+    commits = [got - sent[p] for ch, p, got in listener.events if ch == "bench_order" and p in sent]
+    visible = [got - int(p) for ch, p, got in listener.events if ch == "bench_tick"]
+    trades = [traded[o] - sent[o] for o in traded if o in sent]
+    out: dict[str, Figure] = {
+        "flow_rate_set": rate,
+        "flow_ticks_s": round(int(feed["ticks"]) / duration),
+        "orders_sent": len(sent), "orders_committed": len(commits), "orders_traded": len(trades),
+        "orders_filled": statuses.get("FILLED", 0), "orders_rejected": statuses.get("REJECTED", 0),
+    }
+    for prefix, values in (("order_commit", commits), ("order_trade", trades), ("tick_visible", visible)):
+        s = summary(prefix, values, scale=1e-6)
+        out[f"{prefix}_p50_ms"] = s[f"{prefix}_p50"]
+        out[f"{prefix}_p99_ms"] = s[f"{prefix}_p99"]
+        out[f"{prefix}_n"] = s[f"{prefix}_n"]
+    return out
