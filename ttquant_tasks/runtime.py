@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .feed.stats import read_stats, write_stats
 from .models import Tick
 from .settings import Settings
 
@@ -15,19 +17,62 @@ log = logging.getLogger(__name__)
 SOURCES = ("binance", "sim", "replay")
 
 
-def feed_start_ids(settings: Settings, exchange: str) -> dict[str, int]:
-    """Newest stored trade id per symbol of ``exchange`` ({} when the database does not answer).
+def _sim_ids_path(settings: Settings, exchange: str) -> Path:
+    return settings.home / "run" / f"sim-{exchange}-ids.json"
 
-    The sim source continues after these ids, so restarts keep trade ids consecutive.
+
+def feed_start_ids(settings: Settings, exchange: str) -> dict[str, int]:
+    """Last trade id per symbol of ``exchange`` the sim must continue after.
+
+    The newest stored id, or the last id a previous sim run handed on (recorded under
+    ``$TTQUANT_HOME/run``), whichever is higher: chunks of the previous run may still sit in the
+    broker or the spool, and the database may be down at start, so the database alone could make
+    a restart repeat ids that are on their way.
     """
     from .storage.engine import get_engine
     from .storage.queries import last_trade_ids
 
+    ids: dict[str, int] = {}
     try:
-        return last_trade_ids(get_engine(settings.db_uri), exchange, settings.symbols)
+        ids = last_trade_ids(get_engine(settings.db_uri), exchange, settings.symbols)
     except Exception as exc:  # the feed must start even with the database down
-        log.warning("cannot read last trade ids (%s); sim ids start at 1", exc)
-        return {}
+        log.warning("cannot read last trade ids from the database (%s)", exc)
+    recorded = read_stats(_sim_ids_path(settings, exchange)) or {}
+    for symbol, last in recorded.items():
+        if isinstance(last, int) and last > ids.get(symbol, 0):
+            ids[symbol] = last
+    return ids
+
+
+class _RecordingIds:
+    """Pass ticks through, saving the last id per symbol to ``path`` every ``every_s`` and on close
+    (the runner closes its source when it stops).  A write error is logged, never raised."""
+
+    def __init__(self, ticks: Iterable[Tick], path: Path, every_s: float = 1.0) -> None:
+        self._ticks = ticks
+        self._path = path
+        self._every_s = every_s
+        self._last: dict[str, int] = {}
+
+    def __iter__(self) -> Iterator[Tick]:
+        next_write = time.monotonic() + self._every_s
+        for tick in self._ticks:
+            self._last[tick.symbol] = tick.trade_id
+            yield tick
+            if time.monotonic() >= next_write:
+                self._save()
+                next_write = time.monotonic() + self._every_s
+
+    def _save(self) -> None:
+        if not self._last:
+            return
+        try:
+            write_stats(self._path, dict(self._last))
+        except OSError as exc:
+            log.warning("cannot record sim trade ids in %s: %s", self._path, exc)
+
+    def close(self) -> None:
+        self._save()
 
 
 def build_source(settings: Settings, source: str, *, rate: float = 0.0, exchange: str | None = None,
@@ -41,8 +86,8 @@ def build_source(settings: Settings, source: str, *, rate: float = 0.0, exchange
         from .feed.sim import SimSource
 
         exchange = exchange or "sim"
-        return SimSource(settings.symbols, rate=rate, exchange=exchange,
-                         start_ids=feed_start_ids(settings, exchange))
+        sim = SimSource(settings.symbols, rate=rate, exchange=exchange, start_ids=feed_start_ids(settings, exchange))
+        return _RecordingIds(sim, _sim_ids_path(settings, exchange))
     if exchange not in (None, "binance"):
         log.warning("--exchange %s ignored: %s ticks are stored as exchange 'binance'", exchange, source)
     if source == "binance":
