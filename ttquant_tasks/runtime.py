@@ -38,10 +38,28 @@ def feed_start_ids(settings: Settings, exchange: str) -> dict[str, int]:
     except Exception as exc:  # the feed must start even with the database down
         log.warning("cannot read last trade ids from the database (%s)", exc)
     recorded = read_stats(_sim_ids_path(settings, exchange)) or {}
-    for symbol, last in recorded.items():
+    for symbol, last in [*recorded.items(), *_spooled_ids(settings, exchange).items()]:
         if isinstance(last, int) and last > ids.get(symbol, 0):
             ids[symbol] = last
     return ids
+
+
+def _spooled_ids(settings: Settings, exchange: str) -> dict[str, int]:
+    """Newest trade id per symbol in chunks still waiting in the spool (they replay after start)."""
+    import json
+
+    newest: dict[str, int] = {}
+    for path in sorted(settings.spool_dir.glob("*.json")):
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(payload, dict) or payload.get("exchange") != exchange:
+            continue
+        for symbol, trade_id in zip(payload.get("symbol", []), payload.get("trade_id", []), strict=False):
+            if isinstance(trade_id, int) and trade_id > newest.get(symbol, 0):
+                newest[symbol] = trade_id
+    return newest
 
 
 class _RecordingIds:
@@ -57,8 +75,10 @@ class _RecordingIds:
     def __iter__(self) -> Iterator[Tick]:
         next_write = time.monotonic() + self._every_s
         for tick in self._ticks:
-            self._last[tick.symbol] = tick.trade_id
             yield tick
+            # Recorded only once the consumer comes back for more, i.e. it kept this tick: a tick
+            # the runner drops at stop must not count, or the next run would leave a hole.
+            self._last[tick.symbol] = tick.trade_id
             if time.monotonic() >= next_write:
                 self._save()
                 next_write = time.monotonic() + self._every_s
