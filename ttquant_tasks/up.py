@@ -1,7 +1,8 @@
 """``ttquant up``: the whole local stack as child processes, with a live line.
 
-Starts (or finds) the services, applies the schema, spawns one Celery worker consuming every
-work queue and the feed, prints once a second what was published / enqueued / spooled /
+Starts (or finds) the services, applies the schema, spawns two Celery workers -- one for the
+``ticks`` queue, one for ``orders`` and ``maintenance``, so a tick backlog never delays an order
+write -- the gateway and the feed, prints once a second what was published / enqueued / spooled /
 persisted and the queue depths, and on Ctrl-C, SIGTERM or ``--duration`` stops the feed first,
 lets the worker drain what was enqueued, stops the worker and prints the totals.
 """
@@ -108,14 +109,18 @@ def run_up(settings: Settings, *, source: str, rate: float, exchange: str | None
                TTQUANT_HOME=str(settings.home), TTQUANT_SYMBOLS=",".join(settings.symbols))
     logs = settings.home / "logs"
     since_ns = time.time_ns()
-    worker = _spawn([sys.executable, "-m", "celery", "-A", "ttquant_tasks", "worker",
-                     "-Q", "ticks,orders,maintenance", "-c", str(concurrency), "-O", "fair",
-                     "--loglevel", "WARNING", "-n", f"ttquant-up-{os.getpid()}@%h"], env, logs / "worker.log")
+    def celery_worker(queues: str, processes: int, name: str) -> subprocess.Popen[bytes]:
+        return _spawn([sys.executable, "-m", "celery", "-A", "ttquant_tasks", "worker", "-Q", queues,
+                       "-c", str(processes), "-O", "fair", "--loglevel", "WARNING",
+                       "-n", f"ttquant-up-{name}-{os.getpid()}@%h"], env, logs / f"worker-{name}.log")
+
+    worker = celery_worker("ticks", concurrency, "ticks")
+    orders_worker = celery_worker("orders,maintenance", 1, "orders")
     feed_argv = [sys.executable, "-m", "ttquant_tasks.cli", "feed", "--source", source]
     if source == "sim":
         feed_argv += ["--exchange", exchange, "--rate", str(rate) if rate > 0 else "max"]
     feed = _spawn(feed_argv, env, logs / "feed.log")
-    children = {"worker": worker, "feed": feed}
+    children = {"worker-ticks": worker, "worker-orders": orders_worker, "feed": feed}
     if gateway:
         children["gateway"] = _spawn([sys.executable, "-m", "ttquant_tasks.cli", "gateway"], env,
                                      logs / "gateway.log")
@@ -147,17 +152,18 @@ def run_up(settings: Settings, *, source: str, rate: float, exchange: str | None
         _stop(children["gateway"], timeout=30)
     _stop(feed, timeout=30)
     counts = figures.feed().get("counts", {})
-    print("ttquant up: waiting for the worker to drain the queue...", flush=True)
+    print("ttquant up: waiting for the workers to drain the queues...", flush=True)
     drain_end = time.monotonic() + DRAIN_TIMEOUT_S
     expected = int(counts.get("ticks", 0)) - int(counts.get("spool_ticks", 0)) - int(counts.get("lost", 0))
     persisted = figures.persisted() or 0
     while worker.poll() is None and time.monotonic() < drain_end:
         depths = figures.depths()
         persisted = figures.persisted() or 0
-        if depths.get("ticks") == 0 and persisted >= expected:
+        if depths.get("ticks") == 0 and depths.get("orders") == 0 and persisted >= expected:
             break
         time.sleep(0.5)
     _stop(worker, timeout=20)
+    _stop(orders_worker, timeout=20)
     totals = {"published_ticks": counts.get("ticks", 0), "enqueued_chunks": counts.get("published", 0),
               "spooled_chunks": counts.get("spool_chunks", 0), "lost_chunks": counts.get("lost", 0),
               "persisted_ticks": persisted, "queues": figures.depths()}
