@@ -54,6 +54,9 @@ FROM {_STAGE}
 ORDER BY exchange, symbol, trade_id, exchange_time
 ON CONFLICT DO NOTHING
 """
+# Partition check and insert in one round trip (psycopg2 reports the last statement's rowcount).
+_ENSURE_AND_INSERT = f"{_ENSURE_DAYS};\n{_INSERT}"
+_STAGE_READY = "ttquant_stage_ready"  # key in the pooled connection's .info: staging table exists
 
 
 def ticks_csv(ticks: Sequence[Tick]) -> str:
@@ -73,8 +76,9 @@ def ticks_csv(ticks: Sequence[Tick]) -> str:
 def insert_ticks(engine: sa.Engine, ticks: Sequence[Tick]) -> int:
     """Store ``ticks`` in ``market_data``; returns how many rows were new.
 
-    One transaction: COPY into the staging table, create missing day partitions (plain flavour),
-    ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` on (exchange, symbol, trade_id, time).
+    One transaction, three round trips: COPY into the staging table (created once per pooled
+    connection), then in one statement batch create missing day partitions (plain flavour) and
+    ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` on (exchange, symbol, trade_id, time); commit.
     Idempotent: a repeated chunk returns 0.  ``time`` is the exchange time truncated to the
     microsecond; ``exchange_time``/``local_time`` keep the nanoseconds.
     """
@@ -86,16 +90,19 @@ def insert_ticks(engine: sa.Engine, ticks: Sequence[Tick]) -> int:
         try:
             cur: Any = raw.cursor()  # psycopg2 cursor: copy_expert is not in the DBAPI protocol
             try:
-                cur.execute(_CREATE_STAGE)
+                if not raw.info.get(_STAGE_READY):
+                    cur.execute(_CREATE_STAGE)
+                    raw.info[_STAGE_READY] = True
                 cur.copy_expert(_COPY, io.StringIO(data))
-                cur.execute(_ENSURE_DAYS)
-                cur.execute(_INSERT)
+                cur.execute(_ENSURE_AND_INSERT)
                 new = int(cur.rowcount)
             finally:
                 cur.close()
             raw.commit()
             return new
         except BaseException as exc:
+            # A rollback also undoes a CREATE TEMP TABLE of this transaction: create it again next time.
+            raw.info.pop(_STAGE_READY, None)
             _release_after_error(raw, exc)
             raise
         finally:
