@@ -16,6 +16,7 @@ A chunk crosses the broker as one compact, columnar JSON object (not a dict per 
 from __future__ import annotations
 
 import dataclasses
+import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
@@ -24,7 +25,8 @@ from typing import Any
 from .errors import PayloadError
 
 PAYLOAD_VERSION = 1
-_COLUMNS = ("symbol", "trade_id", "price", "qty", "exchange_time", "local_time", "buyer_maker")
+PAYLOAD_COLUMNS = ("symbol", "trade_id", "price", "qty", "exchange_time", "local_time", "buyer_maker")
+_COLUMNS = PAYLOAD_COLUMNS
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -61,9 +63,17 @@ def chunk_payload(exchange: str, ticks: Sequence[Tick], chunk_id: str | None = N
     }
 
 
+# Plain non-negative decimals ("64321.10", "0.00120", "5"), which Decimal() would accept as finite
+# and >= 0: the common case, checked without building a Decimal (a third of the worker's Python
+# time per tick, bench).  Everything else takes the full Decimal() path below, unchanged.
+_PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+
+
 def _decimal_str(value: Any, column: str, i: int) -> str:
     if not isinstance(value, str):
         raise PayloadError(f"{column}[{i}] must be a decimal string, got {type(value).__name__}")
+    if _PLAIN_DECIMAL.fullmatch(value):
+        return value
     try:
         d = Decimal(value)
     except InvalidOperation as exc:

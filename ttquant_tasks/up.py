@@ -5,10 +5,18 @@ Starts (or finds) the services, applies the schema, spawns two Celery workers --
 write -- the gateway and the feed, prints once a second what was published / enqueued / spooled /
 persisted and the queue depths, and on Ctrl-C, SIGTERM or ``--duration`` stops the feed first,
 lets the worker drain what was enqueued, stops the worker and prints the totals.
+
+``--flower`` adds Flower as one more child (``celery --broker=URL flower --max_tasks=10000``, the
+workers then run with task events, ``-E``).  Its basic auth comes from ``FLOWER_BASIC_AUTH``
+(``user:password``), handed to Flower through its environment so the password is not on a command
+line; bound beyond loopback it is required (:func:`flower_options` refuses), on loopback it is
+recommended (a warning).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import json
 import os
 import signal
@@ -19,10 +27,83 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
 from .feed.stats import read_stats
 from .settings import Settings, mask_url
 
 DRAIN_TIMEOUT_S = 60.0
+FLOWER_MAX_TASKS = 10_000
+"""Tasks Flower keeps in memory (its default of 100,000 grows without bound in practice, flower#1305)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowerOptions:
+    """Where Flower listens and its credentials (``user:password[,user2:password2]``, or None)."""
+
+    address: str
+    port: int
+    basic_auth: str | None
+
+    def __repr__(self) -> str:  # never print the password
+        auth = "set" if self.basic_auth else None
+        return f"FlowerOptions(address={self.address!r}, port={self.port}, basic_auth={auth})"
+
+
+def is_loopback(address: str) -> bool:
+    """True for ``localhost`` and loopback IPs (127.0.0.0/8, ::1); False for any other name or
+    for ``""`` / ``0.0.0.0`` / ``::`` (all interfaces)."""
+    if address.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+def flower_options(address: str, port: int, basic_auth: str | None) -> tuple[FlowerOptions, str | None]:
+    """Check Flower's settings; returns them and a warning to print (or None).
+
+    ``basic_auth`` is the value of ``FLOWER_BASIC_AUTH``: comma-separated ``user:password`` pairs,
+    each with a non-empty user and password.  Raises :class:`ConfigError` naming
+    ``FLOWER_BASIC_AUTH`` when it is malformed, or unset while ``address`` is not a loopback address
+    (anyone who can reach the port could then read task arguments and revoke tasks), and naming
+    ``--flower-port`` for a port outside 1..65535.  Messages never contain the password.
+    """
+    if not 0 < port < 65536:
+        raise ConfigError("--flower-port", f"must be a TCP port 1..65535, got {port}")
+    auth = basic_auth or None
+    if auth is not None:
+        for pair in auth.split(","):
+            user, sep, password = pair.partition(":")
+            if not (sep and user.strip() and password):
+                raise ConfigError("FLOWER_BASIC_AUTH", "must be user:password (several separated by commas), "
+                                                       "each with a non-empty user and password")
+    options = FlowerOptions(address, port, auth)
+    if is_loopback(address):
+        warning = None if auth else (f"Flower on {address}:{port} without a password: any local user can "
+                                     "see and revoke tasks; set FLOWER_BASIC_AUTH=user:password")
+        return options, warning
+    if auth is None:
+        raise ConfigError("FLOWER_BASIC_AUTH", f"must be set (user:password) to bind Flower to {address!r}, "
+                                               "which is not a loopback address")
+    return options, None
+
+
+def flower_argv(broker_url: str, options: FlowerOptions) -> list[str]:
+    """Flower's command line: ``--broker`` rather than ``-A`` (Flower need not import our app), memory
+    bounded by ``--max_tasks``.  The credentials are not in it: they go in the child's environment."""
+    return [sys.executable, "-m", "celery", f"--broker={broker_url}", "flower", f"--address={options.address}",
+            f"--port={options.port}", f"--max_tasks={FLOWER_MAX_TASKS}"]
+
+
+def flower_env(env: dict[str, str], options: FlowerOptions) -> dict[str, str]:
+    """Flower's environment: Flower reads ``FLOWER_*`` variables, so ``FLOWER_BASIC_AUTH`` is exactly
+    ``options.basic_auth`` (removed when None, so an empty variable cannot confuse it)."""
+    out = dict(env)
+    out.pop("FLOWER_BASIC_AUTH", None)
+    if options.basic_auth:
+        out["FLOWER_BASIC_AUTH"] = options.basic_auth
+    return out
 
 
 def _spawn(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -96,8 +177,10 @@ def _line(feed: dict[str, Any], persisted: int | None, prev: tuple[float, int | 
 
 
 def run_up(settings: Settings, *, source: str, rate: float, exchange: str | None, duration: float | None,
-           concurrency: int, gateway: bool = True) -> int:
-    """Run the local stack until Ctrl-C / SIGTERM / ``duration``; returns the exit status."""
+           concurrency: int, gateway: bool = True, flower: FlowerOptions | None = None) -> int:
+    """Run the local stack until Ctrl-C / SIGTERM / ``duration``; returns the exit status.
+
+    ``flower``: also run Flower (checked by :func:`flower_options`), and the workers with task events."""
     from .services import resolve
     from .storage.migrate import init_db
 
@@ -112,6 +195,7 @@ def run_up(settings: Settings, *, source: str, rate: float, exchange: str | None
     def celery_worker(queues: str, processes: int, name: str) -> subprocess.Popen[bytes]:
         return _spawn([sys.executable, "-m", "celery", "-A", "ttquant_tasks", "worker", "-Q", queues,
                        "-c", str(processes), "-O", "fair", "--loglevel", "WARNING",
+                       *(["-E"] if flower is not None else []),  # task events: what Flower shows
                        "-n", f"ttquant-up-{name}-{os.getpid()}@%h"], env, logs / f"worker-{name}.log")
 
     worker = celery_worker("ticks", concurrency, "ticks")
@@ -124,6 +208,12 @@ def run_up(settings: Settings, *, source: str, rate: float, exchange: str | None
     if gateway:
         children["gateway"] = _spawn([sys.executable, "-m", "ttquant_tasks.cli", "gateway"], env,
                                      logs / "gateway.log")
+    if flower is not None:
+        assert settings.broker_url is not None  # resolved above
+        children["flower"] = _spawn(flower_argv(settings.broker_url, flower), flower_env(env, flower),
+                                    logs / "flower.log")
+        print(f"ttquant up: Flower on http://{flower.address}:{flower.port}/"
+              f" ({'basic auth' if flower.basic_auth else 'no password'})", flush=True)
     pids = ", ".join(f"{name} pid {proc.pid}" for name, proc in children.items())
     print(f"ttquant up: {pids}; logs in {logs}; Ctrl-C stops", flush=True)
 
@@ -150,6 +240,8 @@ def run_up(settings: Settings, *, source: str, rate: float, exchange: str | None
     print("ttquant up: stopping feed and gateway (they flush what they hold)...", flush=True)
     if "gateway" in children:
         _stop(children["gateway"], timeout=30)
+    if "flower" in children:
+        _stop(children["flower"], timeout=10)
     _stop(feed, timeout=30)
     counts = figures.feed().get("counts", {})
     print("ttquant up: waiting for the workers to drain the queues...", flush=True)

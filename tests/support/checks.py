@@ -84,7 +84,12 @@ def assert_all_once(db_uri: str, exchange: str, symbols: tuple[str, ...], expect
     def total() -> int:
         return sum(len(tick_ids(engine, exchange, s)) for s in symbols)
 
-    wait_for(lambda: total() >= expected, timeout=timeout, what=f"{expected} rows")
+    try:
+        wait_for(lambda: total() >= expected, timeout=timeout, what=f"{expected} rows")
+    except AssertionError:
+        detail = {s: (len(ids), ids[-1] if ids else None) for s in symbols for ids in [tick_ids(engine, exchange, s)]}
+        raise AssertionError(f"{total()} of {expected} rows stored after {timeout}s; "
+                             f"(rows, last id) per symbol: {detail}") from None
     time.sleep(1)  # let a straggling duplicate land before counting
     assert total() == expected
     for sym in symbols:

@@ -44,8 +44,7 @@ def wait_count(uri: str, exchange: str, expected: int, stall_s: float, poll_s: f
 
 
 def measure(uri: str, env: dict[str, str], log_dir: Path, worker: procs.Proc, duration: float,
-            symbols: list[str]) -> dict[str, Figure]:
-    exchange = "bench-e2e"
+            symbols: list[str], exchange: str = "bench-e2e") -> dict[str, Figure]:
     cpu0 = worker.cpu_seconds()
     config: dict[str, Any] = {"exchange": exchange, "symbols": symbols, "rate": 0, "duration": duration}
     feed = procs.run_feed_child(env, log_dir, config, timeout=duration + 60)

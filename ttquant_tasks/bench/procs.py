@@ -83,10 +83,14 @@ class Proc:
             self.proc.wait(10)
 
 
-def worker(env: dict[str, str], log_dir: Path, concurrency: int = 2) -> Proc:
-    """A Celery worker on all work queues, prefork pool, ``concurrency`` children (not started)."""
-    name = f"bench-{uuid.uuid4().hex[:6]}"
-    argv = [sys.executable, "-m", "ttquant_tasks.bench.workerproc", "-Q", "ticks,orders,maintenance",
+def worker(env: dict[str, str], log_dir: Path, concurrency: int = 2, queues: str = "ticks") -> Proc:
+    """A Celery worker on ``queues``, prefork pool, ``concurrency`` children (not started).
+
+    As ``ttquant up`` runs them: ticks on one worker (2 children), orders and maintenance on their
+    own (1 child), so an order never waits behind a busy tick chunk.
+    """
+    name = f"bench-{queues.split(',')[0]}-{uuid.uuid4().hex[:6]}"
+    argv = [sys.executable, "-m", "ttquant_tasks.bench.workerproc", "-Q", queues,
             "-c", str(concurrency), "-P", "prefork", "--loglevel", "WARNING", "-n", f"{name}@%h",
             "--without-gossip", "--without-mingle", "--without-heartbeat", "-O", "fair"]
     return Proc(argv, env, log_dir / f"worker-{name}.log", ready_text=READY)

@@ -92,6 +92,8 @@ def run_bench(settings: Settings, *, quick: bool, scale: float, out_dir: Path,
             _phase(report, "baseline", lambda: baseline.measure(main_db, sizes.copy_ticks, sizes.rowbyrow_ticks))
             worker = procs.worker(env("worker"), logs).start()
             running.append(worker)
+            orders_worker = procs.worker(env("oworker"), logs, concurrency=1, queues="orders,maintenance").start()
+            running.append(orders_worker)
             _phase(report, "pipeline", lambda: pipeline.measure(main_db, env("e2e"), logs, worker, sizes.e2e_duration,
                                                                 SYMBOLS))
             if profile_dir is not None:  # a separate, unmeasured run: the profiler slows the feed down
@@ -116,11 +118,13 @@ def run_bench(settings: Settings, *, quick: bool, scale: float, out_dir: Path,
                 hung.close()
             worker.stop()
             running.remove(worker)
+            orders_worker.stop()
+            running.remove(orders_worker)
             host = urlsplit(main_db)
             gate = Gate(host.hostname or "127.0.0.1", host.port or 5432)
             gated = main_db.replace(f"{host.hostname}:{host.port}" if host.port else str(host.hostname),
                                     f"127.0.0.1:{gate.port}", 1)
-            gworker = procs.worker(env("gworker", db=gated), logs).start()
+            gworker = procs.worker(env("gworker", db=gated), logs, queues="ticks,orders,maintenance").start()
             running.append(gworker)
             _phase(report, "outage", lambda: outage.measure(
                 main_db, env("outage"), logs, gate, direct, sizes.outage_rate, sizes.outage_pre,

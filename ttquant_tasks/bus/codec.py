@@ -9,6 +9,7 @@ Times are int64 nanoseconds since the Unix epoch, UTC.
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal, InvalidOperation
 
 from google.protobuf.message import DecodeError, Message
@@ -26,6 +27,7 @@ __all__ = [
 _INT32_MAX = 2**31 - 1
 
 
+@functools.lru_cache(maxsize=4096)  # per tick on the feed's hot path; a few symbols in practice
 def _topic(kind: str, symbol: str, exchange: str) -> bytes:
     if not symbol or not exchange or "." in symbol or "." in exchange:
         raise ValueError(f"topic needs a symbol and an exchange without dots, got {symbol!r}, {exchange!r}")

@@ -14,10 +14,18 @@ from .feed import add_feed_args
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    from ..up import run_up
+    from ..up import flower_options, run_up
 
+    flower = None
+    if args.flower:
+        # Checked before anything starts: a refused Flower setting must not leave services running.
+        flower, warning = flower_options(args.flower_address, args.flower_port,
+                                         os.environ.get("FLOWER_BASIC_AUTH"))
+        if warning:
+            print(f"ttquant up: warning: {warning}", file=sys.stderr, flush=True)
     return run_up(settings, source=args.source, rate=args.rate, exchange=args.exchange,
-                  duration=args.duration, concurrency=args.concurrency, gateway=not args.no_gateway)
+                  duration=args.duration, concurrency=args.concurrency, gateway=not args.no_gateway,
+                  flower=flower)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -61,6 +69,13 @@ def register(sub: a.SubParsers) -> None:
     add_feed_args(up)
     up.add_argument("--concurrency", type=a.positive_int, default=2, help="tick worker processes (default 2)")
     up.add_argument("--no-gateway", action="store_true", help="do not start the order gateway")
+    up.add_argument("--flower", action="store_true",
+                    help="also run Flower (workers with task events); basic auth from FLOWER_BASIC_AUTH=user:password, "
+                         "required unless bound to loopback")
+    up.add_argument("--flower-address", default="127.0.0.1", metavar="ADDR",
+                    help="address Flower listens on (default 127.0.0.1)")
+    up.add_argument("--flower-port", type=a.positive_int, default=5566, metavar="PORT",
+                    help="Flower's port (default 5566)")
     up.set_defaults(handler=cmd_up)
 
     worker = sub.add_parser("worker", help="run a Celery worker (celery -A ttquant_tasks worker)")

@@ -61,8 +61,12 @@ def _retry_after_s(headers: Mapping[str, str], default: float) -> float:
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else default
+        pass
+    try:  # an HTTP date; anything else (garbage from a proxy) means "use the default"
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time())
+    except (ValueError, TypeError, OverflowError):
+        return default
 
 
 def _seconds_to_next_minute(now: float) -> float:
@@ -159,6 +163,7 @@ def fetch_trades(
         if (
             cur <= to_id
             and used is not None
+            and used.isascii()  # "²".isdigit() is True, but int() refuses it
             and used.isdigit()
             and int(used) + WEIGHT_PER_CALL > max_weight_per_min
             and not wait(_seconds_to_next_minute(wall()))

@@ -2,8 +2,10 @@
 
 Threads, and why:
 
-* a *pump* thread iterates the source (which may block: a websocket ``recv``, the sim's pacing
-  sleep) and hands ticks over a bounded queue;
+* a *pump* thread iterates a source that may block (a websocket ``recv``) and hands ticks over a
+  bounded queue.  A source that never blocks for longer than the loop's tick wait (a sim at >= 20
+  ticks/s or unpaced: its pacing sleeps are shorter) is iterated by the loop itself instead: the
+  pump's GIL hand-offs were the biggest cause of the hot path's p99 (bench, docs/benchmarks.md);
 * the *calling* thread runs the loop: ZMQ send, chunking, and every ~50 ms a check for chunks whose
   age has expired, which must go out even when no tick arrives;
 * the *enqueuer* thread is the only one that calls the broker.
@@ -28,9 +30,9 @@ from types import FrameType
 from typing import Any
 
 from ..bus.zmq import MarketDataPublisher
-from ..models import Tick, chunk_payload
+from ..models import Tick
 from ..settings import Settings
-from .batching import Chunker
+from .batching import PayloadChunker
 from .enqueuer import Enqueuer
 from .spool import Spool, SpoolError
 from .stats import StatsFile
@@ -80,7 +82,7 @@ class _Feed:
     def __init__(self, settings: Settings, publisher: MarketDataPublisher, enqueuer: Enqueuer) -> None:
         self.publisher = publisher
         self.enqueuer = enqueuer
-        self.chunker = Chunker(settings.chunk_size, settings.chunk_age)
+        self.chunker = PayloadChunker(settings.chunk_size, settings.chunk_age)
         self.exchange: str | None = None
         self.ticks = 0
         self.chunks = 0
@@ -93,17 +95,53 @@ class _Feed:
             self.exchange = tick.exchange
         self.submit(self.chunker.add(tick, now))
 
-    def submit(self, chunk: list[Tick] | None) -> None:
-        if chunk:
-            assert self.exchange is not None
+    def submit(self, payload: dict[str, Any] | None) -> None:
+        if payload is not None:
             self.chunks += 1
-            self.enqueuer.submit(chunk_payload(self.exchange, chunk))
+            self.enqueuer.submit(payload)
 
     def counts(self) -> dict[str, Any]:
         out: dict[str, Any] = {"ticks": self.ticks, "chunks": self.chunks, "zmq_sent": self.publisher.sent,
                                "zmq_dropped": self.publisher.dropped, "pending": len(self.chunker)}
         out.update(self.enqueuer.stats())
         return out
+
+
+def _inline(source: Iterable[Tick]) -> bool:
+    """True when the loop may iterate ``source`` itself: it never blocks longer than ``_TICK_WAIT``.
+
+    So far only the sim qualifies: unpaced it never sleeps; paced at ``rate`` it sleeps at most
+    about ``1 / rate`` (or its 5 ms batch), which must stay below the tick wait so that aged chunks
+    and ``stop`` are still looked at in time.
+    """
+    from .sim import SimSource
+
+    return isinstance(source, SimSource) and (source.rate <= 0 or 1.0 / source.rate <= _TICK_WAIT)
+
+
+def _run_inline(source: Iterable[Tick], feed: _Feed, stop: threading.Event, deadline: float | None,
+                stats: StatsFile | None) -> BaseException | None:
+    """The loop for a non-blocking source: no pump thread, no queue.  Returns the source's exception."""
+    clock = time.monotonic
+    chunker = feed.chunker
+    on_tick = feed.on_tick
+    it = iter(source)
+    while not stop.is_set():
+        try:
+            tick = next(it)
+        except StopIteration:
+            return None
+        except BaseException as exc:  # re-raised by run_feed after a clean flush
+            return exc
+        now = clock()
+        on_tick(tick, now)
+        if chunker._n and now - chunker._since >= chunker.age_s:  # inlined PayloadChunker.due: per tick
+            feed.submit(chunker.drain())
+        if deadline is not None and now >= deadline:
+            return None
+        if stats and stats.due(now):
+            stats.update(feed.counts(), now)
+    return None
 
 
 def _close_source(source: Iterable[Tick], pump: _Pump) -> None:
@@ -160,14 +198,18 @@ def run_feed(settings: Settings, source: Iterable[Tick], *, publish: Callable[[d
     stats = StatsFile(stats_path) if stats_path else None
     previous = _install_signals(stop)
     pump = _Pump(source, stop)
+    inline = _inline(source)
     failure: BaseException | None = None
     deadline = None if duration is None else time.monotonic() + duration
     log.info("feed: publishing on %s, %d ticks per chunk or %.1fs", publisher.endpoint,
              settings.chunk_size, settings.chunk_age)
     try:
-        pump.start()
+        if inline:
+            failure = _run_inline(source, feed, stop, deadline, stats)
+        else:
+            pump.start()
         get = pump.queue.get
-        while not stop.is_set():
+        while not inline and not stop.is_set():
             try:
                 item = get(timeout=_TICK_WAIT)
             except queue.Empty:
@@ -187,7 +229,8 @@ def run_feed(settings: Settings, source: Iterable[Tick], *, publish: Callable[[d
                 stats.update(feed.counts(), now)
     finally:
         stop.set()
-        _close_source(source, pump)
+        if not inline:
+            _close_source(source, pump)
         # Ticks already handed over were maybe not sent anywhere yet: finish them.
         while True:
             try:
