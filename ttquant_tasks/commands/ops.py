@@ -21,6 +21,25 @@ def _embedded_bin(embedded: bool) -> Path | None:
     return pg_bin_dir()
 
 
+def _tools_for_dump(file: Path) -> Path | None:
+    """The embedded PostgreSQL tools when the dump was made by a newer pg_dump than the one on PATH
+    (pg_restore cannot read archives of a newer pg_dump); None to use PATH."""
+    from ..ops.backup import find_tool, tool_version
+    from ..ops.restore import read_sidecar
+
+    try:
+        made_by = int(read_sidecar(file).get("pg_dump_version", 0))
+        on_path = tool_version(find_tool("pg_restore", None))
+    except Exception:  # no sidecar or no pg_restore on PATH: restore() reports that clearly
+        return None
+    if made_by <= on_path:
+        return None
+    try:
+        return _embedded_bin(True)
+    except Exception:  # the embedded extra is not installed
+        return None
+
+
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     from ..ops.backup import backup
 
@@ -65,7 +84,8 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         into, embedded = resolved.db_uri, settings.db_uri is None
     progress = Progress(sys.stderr)
     try:
-        report = restore(args.file, into, force=args.force, progress=progress, pg_bin=_embedded_bin(embedded))
+        pg_bin = _embedded_bin(embedded) or _tools_for_dump(args.file)
+        report = restore(args.file, into, force=args.force, progress=progress, pg_bin=pg_bin)
     finally:
         progress.done()
     print(json.dumps(report, indent=2, default=str))
