@@ -10,7 +10,10 @@ Threads, and why:
   broker or database outage never delays a trade.
 
 Start: positions are restored from the database (``load_positions``), retried for
-``restore_timeout`` seconds.  If the database still does not answer, the gateway starts FLAT with
+``restore_timeout`` seconds, and merged with the gateway's own saved record
+(:mod:`~ttquant_tasks.gateway.state`), which wins for a (strategy, symbol) unless the database has a
+newer snapshot -- the database may not have the previous run's last records yet.  If the database
+does not answer, the saved record alone is used; with neither, the gateway starts FLAT with
 an error in the log: trading continues (fills and their trade rows are safe), but position limits
 and the position snapshots written afterwards start from zero until the next restart with the
 database up.  That choice keeps strategies running through a database outage at start; an
@@ -40,6 +43,7 @@ from ..errors import backoff
 from ..feed.enqueuer import Enqueuer
 from ..feed.spool import Spool, SpoolError
 from ..settings import Settings
+from . import state
 from .exchanges import Exchange
 from .positions import Position
 from .risk import RiskLimits
@@ -50,6 +54,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MD_CONNECT = "tcp://127.0.0.1:5555"
 _POLL_MS = 50  # longest the loop waits before looking at ``stop``
 _BATCH = 1000  # messages of one socket per loop turn, so neither socket starves the other
+_SAVE_EVERY_S = 1.0  # positions saved locally at most this often while fills happen (and at stop)
 _CLOSE_TIMEOUT = 3.0  # s, for the enqueuer on shutdown (honcho kills after 5 s)
 
 
@@ -91,6 +96,7 @@ class Gateway:
     def __init__(self, settings: Settings, *, exchange: Exchange, limits: RiskLimits,
                  publish: Callable[[dict[str, Any]], None], md_connect: str = DEFAULT_MD_CONNECT,
                  load_positions: Callable[[], list[Position]] | None = None, restore_timeout: float = 10.0,
+                 load_position_times: Callable[[], dict[tuple[str, str], int]] | None = None,
                  spool: Spool | None = None, retry_interval: float = 1.0,
                  clock: Callable[[], int] = time.time_ns) -> None:
         self.settings = settings
@@ -103,6 +109,10 @@ class Gateway:
         self.enqueuer: Enqueuer | None = None
         self.service = OrderService(exchange=exchange, limits=limits, submit=self._submit,
                                     exchange_name=settings.exchange, clock=clock)
+        self._load_times = load_position_times
+        self._state_path = state.state_path(settings.home)
+        self._saved_fills = 0
+        self._next_save = 0.0
         self.ready = threading.Event()  # set once the sockets are bound and connected
         self.restored: bool | None = None
         self.counts: dict[str, Any] = {"md_bad": 0, "errors": 0, "zmq_sent": 0, "zmq_dropped": 0}
@@ -118,21 +128,39 @@ class Gateway:
         return out
 
     def _restore(self, stop: threading.Event) -> None:
-        if self._load is None:
-            self.restored = False
-            return
-        positions = restore_positions(self._load, self.restore_timeout, stop)
+        saved = state.load(self._state_path)
+        positions = restore_positions(self._load, self.restore_timeout, stop) if self._load else None
         if positions is None and stop.is_set():
             self.restored = False
             return
-        if positions is None:
+        if positions is None and saved is not None:
+            positions = list(saved[1].values())
+            log.warning("gateway: database unavailable: positions restored from %s only", self._state_path)
+        elif positions is None:
             self.restored = False
             log.error("gateway: POSITIONS NOT RESTORED: the database did not answer within %.0fs; "
                       "starting FLAT (position limits and snapshots start from zero)", self.restore_timeout)
             return
+        else:
+            # The database may not have the previous run's last records yet (queued, spooled).
+            positions = state.merge(positions, self._snapshot_times(), saved)
         self.service.positions = {(p.strategy_id, p.symbol): p for p in positions}
         self.restored = True
-        log.info("gateway: restored %d positions", len(positions))
+        log.info("gateway: restored %d positions: %s", len(positions), state.describe(positions))
+
+    def _snapshot_times(self) -> dict[tuple[str, str], int]:
+        if self._load_times is None:
+            return {}
+        try:
+            return self._load_times()
+        except Exception as exc:  # the database went away between two queries: trust the saved record
+            log.warning("gateway: reading snapshot times failed (%s); saved positions win", exc)
+            return {}
+
+    def _save_positions(self) -> None:
+        self._saved_fills = self.service.counts.get("fills", 0)
+        self._next_save = time.monotonic() + _SAVE_EVERY_S
+        state.save(self._state_path, self.service.positions.values(), time.time_ns())
 
     def _on_market_data(self, frames: list[bytes]) -> None:
         try:
@@ -207,8 +235,12 @@ class Gateway:
                         except zmq.Again:
                             break
                         self._on_order(frames, trades)
+                if self.service.counts.get("fills", 0) != self._saved_fills and time.monotonic() >= self._next_save:
+                    self._save_positions()
         finally:
             stop.set()
+            if self.restored is not None:
+                self._save_positions()
             for sock in (pull, sub):
                 if sock is not None:
                     sock.close(linger=0)
@@ -238,17 +270,21 @@ def run_gateway(settings: Settings, *, exchange: Exchange, limits: RiskLimits,
                 stop: threading.Event | None = None, restore_timeout: float = 10.0) -> dict[str, Any]:
     """Run a gateway until stopped; positions restored from ``settings.db_uri`` (see module doc)."""
     load: Callable[[], list[Position]] | None = None
+    load_times: Callable[[], dict[tuple[str, str], int]] | None = None
     if settings.db_uri:
         from ..storage.engine import get_engine
-        from ..storage.orders import load_positions
+        from ..storage.orders import load_positions, position_times
 
         uri = settings.db_uri
 
         def load() -> list[Position]:
             return load_positions(get_engine(uri))
 
+        def load_times() -> dict[tuple[str, str], int]:
+            return position_times(get_engine(uri))
+
     gateway = Gateway(settings, exchange=exchange, limits=limits, publish=publish, md_connect=md_connect,
-                      load_positions=load, restore_timeout=restore_timeout)
+                      load_positions=load, load_position_times=load_times, restore_timeout=restore_timeout)
     return gateway.run(stop)
 
 

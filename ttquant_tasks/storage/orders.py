@@ -78,6 +78,14 @@ def insert_position(engine: sa.Engine, payload: Any) -> int:
         return int(conn.execute(stmt).rowcount)
 
 
+def position_times(engine: sa.Engine) -> dict[tuple[str, str], int]:
+    """Time (ns since epoch) of the newest snapshot per (strategy, symbol)."""
+    lp = schema.latest_positions
+    query = sa.select(lp.c.strategy_id, lp.c.symbol, lp.c.time)
+    with db_errors("position_times"), engine.connect() as conn:
+        return {(r.strategy_id, r.symbol): int(r.time.timestamp() * 1_000_000) * 1000 for r in conn.execute(query)}
+
+
 def load_positions(engine: sa.Engine) -> list[Position]:
     """The newest snapshot per (strategy, symbol), for a gateway restart.
 
