@@ -78,6 +78,25 @@ def q(uri: str, sql: str) -> int:
         conn.close()
 
 
+def _missing_report(uri: str, t0: float) -> str:
+    """Where the missing ids are (ranges, local time since the soak began) and what dead letters say."""
+    since_epoch_ns = time.time_ns() - int((time.monotonic() - t0) * 1e9)
+    conn = psycopg2.connect(uri)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("""SELECT symbol, prev + 1, trade_id - 1, (local_time - %s) / 1e9 FROM (
+                             SELECT symbol, trade_id, local_time,
+                                    lag(trade_id) OVER (PARTITION BY symbol ORDER BY trade_id) AS prev
+                             FROM market_data WHERE exchange = 'soak') t
+                           WHERE trade_id - prev > 1 ORDER BY 4""", (since_epoch_ns,))
+            holes = cur.fetchall()
+            cur.execute("SELECT task, reason FROM dead_letters")
+            dead = cur.fetchall()
+    finally:
+        conn.close()
+    return f"holes (symbol, from, to, seconds): {holes[:20]}\ndead letters: {dead[:5]}"
+
+
 def test_soak_random_faults_nothing_lost_nothing_duplicated(private_pg: Any, private_redis: Any,
                                                             stack_env: Callable[..., dict[str, str]],
                                                             start_worker: Callable[..., Any]) -> None:
@@ -104,12 +123,15 @@ def test_soak_random_faults_nothing_lost_nothing_duplicated(private_pg: Any, pri
     strategy.start()
     ticks_total = 0
     faults: dict[str, int] = {}
+    timeline: list[tuple[float, str]] = []  # (seconds since start, fault) for the failure report
+    t0 = time.monotonic()
     end = time.monotonic() + seconds
     try:
         while time.monotonic() < end:
             time.sleep(rng.uniform(4, 9))
             fault = rng.choice(["worker_child", "worker", "postgres", "redis", "feed_restart", "none"])
             faults[fault] = faults.get(fault, 0) + 1
+            timeline.append((round(time.monotonic() - t0, 1), fault))
             if fault == "worker_child" and workers[-1].children():
                 workers[-1].kill_child()
             elif fault == "worker":
@@ -157,7 +179,10 @@ def test_soak_random_faults_nothing_lost_nothing_duplicated(private_pg: Any, pri
         return all(v == 0 for v in depths.values())
 
     wait_for(settled, timeout=180, interval=2, what="queues drained, nothing parked")
-    assert_all_once(uri, "soak", SYMBOLS, ticks_total, timeout=180)
+    try:
+        assert_all_once(uri, "soak", SYMBOLS, ticks_total, timeout=180)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nfaults (s since start): {timeline}\n{_missing_report(uri, t0)}") from None
     answered = [oid for oid in strategy.sent if oid in strategy.trades]
     trade_ids = {tid for tids in strategy.trades.values() for tid in tids}
     wait_for(lambda: q(uri, "SELECT count(*) FROM trades WHERE strategy_id = 'soak'") >= len(trade_ids),

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from celery import Task
+from celery.exceptions import Reject
 
 from ..errors import PayloadError, PermanentError, backoff, is_retryable
 from ..models import payload_rows
@@ -45,7 +46,7 @@ def _guard_redelivery(task: Task, payload: Any, chunk_id: str | None) -> bool:
     limit = task.app.settings.max_deliveries
     if count > limit:
         log.error("chunk %s delivered %d times (limit %d): parking it", chunk_id, count, limit)
-        parking.park(task.app, task.name, payload, reason=f"redelivered {count} times")
+        _settle(task, "park", lambda: parking.park(task.app, task.name, payload, reason=f"redelivered {count} times"))
         return True
     return False
 
@@ -66,25 +67,55 @@ def run_write(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], write: 
         if _guard_redelivery(task, payload, chunk_id):
             return 0
         return write(_engine(task), payload)
+    except Reject:
+        raise
     except PermanentError as exc:
         log.error("%s: permanent error, dead-lettered: %s", task.name, exc)
-        parking.dead_letter(task.app, task.name, payload, str(exc))
+        why = str(exc)
+        _settle(task, "dead-letter", lambda: parking.dead_letter(task.app, task.name, payload, why))
         return 0
     except Exception as exc:
         if not is_retryable(exc):
             # A bug, not an outage: keep the payload (dead letter with the reason) rather than
             # losing it with the ack, and never retry it forever.
             log.exception("%s: unexpected error, dead-lettered", task.name)
-            parking.dead_letter(task.app, task.name, payload, f"unexpected {type(exc).__name__}: {exc}")
+            reason = f"unexpected {type(exc).__name__}: {exc}"
+            _settle(task, "dead-letter", lambda: parking.dead_letter(task.app, task.name, payload, reason))
             return 0
         retries = task.request.retries
         if retries >= settings.write_retries:
             log.warning("%s: %s after %d retries; parking chunk %s", task.name, exc, retries, chunk_id)
-            parking.park(task.app, task.name, payload, reason=str(exc))
+            why = str(exc)
+            _settle(task, "park", lambda: parking.park(task.app, task.name, payload, reason=why))
             return 0
         delay = backoff(retries, cap=settings.retry_backoff_max)
         log.info("%s: %s; retry %d in %.2fs", task.name, exc, retries + 1, delay)
-        raise task.retry(exc=exc, countdown=delay, max_retries=settings.write_retries) from exc
+        try:
+            raise task.retry(exc=exc, countdown=delay, max_retries=settings.write_retries) from exc
+        except Reject as rejected:
+            # Celery rejects WITHOUT requeue when it cannot publish the retry (broker away too):
+            # that would drop the chunk.  Hand it back to the broker instead.
+            _requeue(task, "publish the retry", rejected.reason)
+
+
+def _requeue(task: Task, what: str, why: object) -> NoReturn:
+    """Hand the message back to the broker (reject + requeue) instead of letting it be acked away.
+
+    Used when neither a retry, a park nor a dead letter could be recorded (broker and/or database
+    away).  If even the requeue cannot reach the broker, the message stays unacked and the broker
+    delivers it again (Redis after the visibility timeout, RabbitMQ when the connection drops).
+    Requeues count as redeliveries, so ``TTQUANT_MAX_DELIVERIES`` still bounds a loop.
+    """
+    log.warning("%s: could not %s (%s); message requeued", task.name, what, why)
+    raise Reject(f"could not {what}: {why}", requeue=True)
+
+
+def _settle(task: Task, what: str, record: Callable[[], None]) -> None:
+    """Run ``record`` (park or dead-letter); requeue the message if it fails."""
+    try:
+        record()
+    except Exception as exc:
+        _requeue(task, what, exc)
 
 
 def single_payload(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
