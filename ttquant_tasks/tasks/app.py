@@ -111,7 +111,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_prefetch_multiplier": 1,
         "task_time_limit": settings.task_time_limit,
-        "task_soft_time_limit": max(1, settings.task_time_limit - 10),
+        # The soft limit raises inside the task (treated as transient: retried, then parked) a
+        # little before the hard limit kills the process.
+        "task_soft_time_limit": max(1, settings.task_time_limit - min(10, max(1, settings.task_time_limit // 5))),
         "task_queues": [queue(q) for q in WORK_QUEUES],
         "task_default_queue": TICKS,
         "task_routes": TASK_ROUTES,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from celery import Task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 from ..errors import PayloadError, PermanentError, backoff, is_retryable
 from ..models import payload_rows
@@ -75,7 +75,9 @@ def run_write(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], write: 
         _settle(task, "dead-letter", lambda: parking.dead_letter(task.app, task.name, payload, why))
         return 0
     except Exception as exc:
-        if not is_retryable(exc):
+        # A write slower than the soft time limit (a database restarting, lock waits) is an outage,
+        # not a bad payload: retry it like one.
+        if not (is_retryable(exc) or isinstance(exc, SoftTimeLimitExceeded)):
             # A bug, not an outage: keep the payload (dead letter with the reason) rather than
             # losing it with the ack, and never retry it forever.
             log.exception("%s: unexpected error, dead-lettered", task.name)
