@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
 import struct
-import tempfile
 import threading
 import time
 import uuid
@@ -314,19 +312,6 @@ def test_each_risk_rule_and_bad_input_answered_with_a_code(tmp_path: Path) -> No
 
 
 # ---------------------------------------------------------------- database down
-
-
-@pytest.fixture
-def private_pg() -> Iterator[Any]:
-    from ttquant_tasks.services.embedded import EmbeddedPostgres
-
-    # Not tmp_path: the embedded server may run as an unprivileged user that cannot enter it.
-    root = Path(tempfile.mkdtemp(prefix="ttq-gw-"))
-    pg = EmbeddedPostgres(root / "pg", port=free_port())
-    pg.start()
-    yield pg
-    pg.stop()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_database_down_trades_still_flow_rows_land_after(

@@ -1,13 +1,17 @@
-"""Fixtures for pipeline and fault tests: a schema'd database, subprocess env, real worker processes."""
+"""Fixtures for pipeline and fault tests: a schema'd database, subprocess env, real worker processes,
+and private PostgreSQL/Redis servers that a test may stop and start."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.services import free_port
 from tests.support.worker import WorkerProcess
 from ttquant_tasks.settings import Settings
 
@@ -60,3 +64,32 @@ def client_app(env: dict[str, str]) -> Any:
     from ttquant_tasks.tasks.app import make_app
 
     return make_app(Settings.from_env(env))
+
+
+@pytest.fixture
+def private_root() -> Iterator[Path]:
+    # Not tmp_path: pytest resets /tmp/pytest-of-root to 0700, which locks out the unprivileged
+    # user the embedded PostgreSQL runs as when we are root.
+    root = Path(tempfile.mkdtemp(prefix="ttq-fault-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def private_pg(private_root: Path) -> Iterator[Any]:
+    from ttquant_tasks.services.embedded import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(private_root / "pg", port=free_port())
+    pg.start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture
+def private_redis(private_root: Path) -> Iterator[Any]:
+    from ttquant_tasks.services.embedded import EmbeddedRedis
+
+    r = EmbeddedRedis(private_root / "redis", port=free_port())
+    r.start()
+    yield r
+    r.stop()
