@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..settings import Settings
@@ -26,24 +27,22 @@ def rate(raw: str) -> float:
     return v
 
 
-def seconds(raw: str) -> float:
+def _positive(raw: str, cast: Callable[[str], float], what: str) -> float:
     try:
-        v = float(raw)
+        v = cast(raw)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {raw!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {what}, got {raw!r}") from None
     if not v > 0 or math.isinf(v):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {raw!r}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {raw!r}")
     return v
+
+
+def seconds(raw: str) -> float:
+    return _positive(raw, float, "a positive number of seconds")
 
 
 def positive_int(raw: str) -> int:
-    try:
-        v = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {raw!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {raw!r}")
-    return v
+    return int(_positive(raw, int, "a positive integer"))
 
 
 def resolved(settings: Settings, start: bool = True) -> Settings:
