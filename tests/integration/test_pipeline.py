@@ -163,3 +163,33 @@ def test_messages_of_the_wrong_shape_are_dead_lettered(schema_db: str, redis_url
     found = wait_for(lambda: len(reasons()) == 3 and reasons(), what="three dead letters")
     assert sum("exactly one payload" in r for r in found) == 2
     assert wait_for(lambda: stored_ids(schema_db, good, "BTCUSDT")) == [1, 2, 3]
+
+
+def test_dead_letters_listed_and_replayed_once_the_cause_is_fixed(schema_db: str, redis_url: str,
+                                                                  stack_env: Callable[..., dict[str, str]],
+                                                                  start_worker: Callable[..., Any]) -> None:
+    """A chunk dead-lettered by a cause since fixed (here: recorded directly) goes back with --replay."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from ttquant_tasks.storage.writers import insert_dead_letter
+
+    exchange = unique_exchange("dl")
+    payload = chunk_payload(exchange, make_ticks(exchange, "BTCUSDT", 1, 7))
+    insert_dead_letter(get_engine(schema_db), "ttquant.write_ticks", "unexpected Boom: fixed since", payload)
+    env = {**os.environ, **stack_env(schema_db, redis_url)}
+
+    def ttquant(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "ttquant_tasks.cli", *args], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    listed = json.loads(ttquant("deadletters"))
+    assert any(r["reason"] == "unexpected Boom: fixed since" and r["count"] == 1 for r in listed)
+    start_worker(stack_env(schema_db, redis_url))
+    assert json.loads(ttquant("deadletters", "--replay", "--task", "ttquant.write_ticks"))["replayed"] >= 1
+    assert wait_for(lambda: stored_ids(schema_db, exchange, "BTCUSDT")) == list(range(1, 8))
+    assert not any(r["reason"] == "unexpected Boom: fixed since" for r in json.loads(ttquant("deadletters")))
