@@ -151,8 +151,9 @@ class Settings:
     """``ZMQ_PULL_ENDPOINT``: order PULL bind endpoint (gateway)."""
     zmq_trade_endpoint: str = "tcp://*:5557"
     """``ZMQ_TRADE_ENDPOINT``: trade PUB bind endpoint (gateway)."""
-    chunk_size: int = 100
-    """``TTQUANT_CHUNK_SIZE``: ticks per chunk (max); a chunk is sent when full ..."""
+    chunk_size: int = 1000
+    """``TTQUANT_CHUNK_SIZE``: ticks per chunk (max); a chunk is sent when full ...
+    (1000: measured best, docs/benchmarks.md; TTQuant used 100, ~3x slower end to end here)"""
     chunk_age: float = 1.0
     """``TTQUANT_CHUNK_AGE``: ... or when its oldest tick is this many seconds old."""
     enqueue_queue_max: int = 10_000

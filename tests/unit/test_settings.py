@@ -10,7 +10,7 @@ from ttquant_tasks.settings import Settings, mask_url
 
 def test_defaults_match_ttquant() -> None:
     s = Settings.from_env({})
-    assert (s.chunk_size, s.chunk_age) == (100, 1.0)
+    assert (s.chunk_size, s.chunk_age) == (1000, 1.0)  # 1000: measured best (docs/benchmarks.md)
     assert s.zmq_pub_endpoint == "tcp://*:5555" and s.zmq_pull_endpoint == "tcp://*:5556"
     assert s.db_uri is None and s.broker_url is None
 

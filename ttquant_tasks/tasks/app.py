@@ -13,10 +13,12 @@ consumes it; :func:`ttquant_tasks.tasks.parking.flush` moves its messages back.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_process_init
 from kombu import Exchange, Queue
 
 from ..settings import Settings
@@ -167,6 +169,19 @@ def make_app(settings: Settings | None = None) -> TTQuantCelery:
     from . import maintenance, orders, writes
 
     app = TTQuantCelery(settings)
+
+    def warm_up(**_: Any) -> None:
+        # Open the pool child's database connection now, not in its first task: an order written
+        # right after a worker start would otherwise wait for imports and a connect (~0.4 s).
+        try:
+            from ..storage.engine import get_engine
+
+            with get_engine(app.settings.db_uri).connect():
+                pass
+        except Exception as exc:  # the database may be down: the first task retries as usual
+            logging.getLogger(__name__).info("worker warm-up: database not reachable yet (%s)", exc)
+
+    worker_process_init.connect(warm_up, weak=False, dispatch_uid="ttquant-worker-warm-up")
     writes.register(app)
     orders.register(app)
     maintenance.register(app)
