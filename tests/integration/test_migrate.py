@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 TABLES = {"schema_version", "ttquant_meta", "market_data", "orders", "trades", "positions", "account_balance",
           "metrics", "klines", "dead_letters", "chunk_deliveries", "known_gaps"}
 VIEWS = {"latest_positions", "strategy_stats"}
-NEWEST = 5
+NEWEST = 6
 
 
 def q(uri: str, sql: str, **params: Any) -> list[Any]:
@@ -61,7 +61,7 @@ def utc_today() -> dt.date:
 def test_auto_picks_timescale_with_hypertables_and_policies(make_database: Callable[..., str]) -> None:
     uri = make_database("mg_ts")
     result = migrate.init_db(uri)
-    assert result == {"flavour": "timescale", "version": NEWEST, "applied": [1, 2, 3, 4, 5], "partitions_created": 0}
+    assert result == {"flavour": "timescale", "version": NEWEST, "applied": [1, 2, 3, 4, 5, 6], "partitions_created": 0}
     hypertables = {r[0] for r in q(uri, "SELECT hypertable_name FROM timescaledb_information.hypertables")}
     assert hypertables == {"market_data", "metrics", "klines"}
     dims = q(uri, "SELECT hypertable_name, time_interval FROM timescaledb_information.dimensions"
@@ -75,7 +75,8 @@ def test_auto_picks_timescale_with_hypertables_and_policies(make_database: Calla
     found = {(p, h, str(c.get("compress_after") or c.get("drop_after"))) for p, h, c in jobs}
     assert found == {("policy_compression", "market_data", "7 days"),
                      ("policy_retention", "market_data", "30 days"),
-                     ("policy_retention", "metrics", "7 days")}
+                     ("policy_retention", "metrics", "7 days"),
+                     ("policy_refresh_continuous_aggregate", "klines_1m_cagg", "None")}
     assert q(uri, "SELECT ttquant_ensure_partitions(3)") == [(0,)]
     engine = make_engine(uri)
     try:
@@ -91,7 +92,8 @@ def test_init_twice_changes_nothing(make_database: Callable[..., str], flavour: 
     first = snapshot(uri)
     assert {name for name, _ in first[0]} >= TABLES | VIEWS
     assert [(v, n) for v, n, _ in first[2]] == [(1, "001_init"), (2, "002_market_data"), (3, "003_maintenance"),
-                                               (4, "004_known_gaps"), (5, "005_perf_indexes")]
+                                               (4, "004_known_gaps"), (5, "005_perf_indexes"),
+                                               (6, "006_klines_cagg")]
     again = migrate.init_db(uri, flavour)
     assert again["applied"] == [] and again["partitions_created"] == 0
     assert migrate.upgrade_db(uri)["applied"] == []
@@ -109,7 +111,7 @@ def test_upgrade_from_version_1_applies_the_rest(make_database: Callable[..., st
     q(uri, "INSERT INTO orders (order_id, strategy_id, symbol, side, price, volume, timestamp)"
            " VALUES ('o1', 's1', 'BTCUSDT', 'BUY', 64000.5, 0.001, 1)")
     result = migrate.upgrade_db(uri)  # no flavour given: the recorded one is used
-    assert result["flavour"] == flavour and result["applied"] == [2, 3, 4, 5] and result["version"] == NEWEST
+    assert result["flavour"] == flavour and result["applied"] == [2, 3, 4, 5, 6] and result["version"] == NEWEST
     assert q(uri, "SELECT order_id, volume::text FROM orders") == [("o1", "0.001")]  # data kept
     assert migrate.upgrade_db(uri)["applied"] == []
 

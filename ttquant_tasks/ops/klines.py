@@ -7,10 +7,9 @@ extremes, volume the exact NUMERIC sum of quantities.  Idempotent: bars are upse
 re-run over the same minutes changes nothing; a minute that gained trades since (late or backfilled
 ticks) is corrected.
 
-TimescaleDB: the same rollup (a plain SQL aggregate over the hypertable, one scan per call).
-A continuous aggregate would keep the bars without a beat job; it is not used because ``klines``
-is a hypertable that existing TTQuant tools read directly, and a second store of the same bars
-would have to be kept in step with it.
+TimescaleDB: the bars come from the continuous aggregate ``klines_1m_cagg`` (sql/006, real-time,
+refreshed by its own policy) instead of a scan of ``market_data``; ``klines`` stays the table that
+existing TTQuant tools read, kept in step by this same upsert.
 """
 
 from __future__ import annotations
@@ -46,6 +45,20 @@ WHERE (klines.open, klines.high, klines.low, klines.close, klines.volume)
 """)
 
 
+_ROLLUP_CAGG = sa.text("""
+INSERT INTO klines (time, symbol, exchange, "interval", open, high, low, close, volume)
+SELECT bucket, symbol, exchange, :interval, open, high, low, close, volume
+FROM klines_1m_cagg
+WHERE bucket >= :lo AND bucket < :hi
+ORDER BY exchange, symbol, bucket
+ON CONFLICT (exchange, symbol, "interval", time) DO UPDATE
+SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
+    volume = EXCLUDED.volume
+WHERE (klines.open, klines.high, klines.low, klines.close, klines.volume)
+      IS DISTINCT FROM (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume)
+""")
+
+
 def minute_range(since: datetime, until: datetime) -> tuple[datetime, datetime]:
     """``[since, until)`` widened to whole UTC minutes: since rounded down, until rounded up.
 
@@ -73,5 +86,8 @@ def rollup_klines(engine: sa.Engine, since: datetime, until: datetime, interval:
     if interval not in INTERVALS:
         raise ConfigError("interval", f"supported: {', '.join(INTERVALS)}; got {interval!r}")
     lo, hi = minute_range(since, until)
+    from ..storage.migrate import flavour
+
     with db_errors("rollup_klines"), engine.begin() as conn:
-        return int(conn.execute(_ROLLUP, {"interval": interval, "lo": lo, "hi": hi}).rowcount)
+        query = _ROLLUP_CAGG if flavour(conn) == "timescale" else _ROLLUP
+        return int(conn.execute(query, {"interval": interval, "lo": lo, "hi": hi}).rowcount)
