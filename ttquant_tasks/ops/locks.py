@@ -9,6 +9,7 @@ The lock is *try*, never wait: the second runner learns at once that the job is 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -34,8 +35,10 @@ def lock_key(name: str) -> int:
 
 
 @contextmanager
-def job_lock(engine: sa.Engine, name: str) -> Iterator[bool]:
+def job_lock(engine: sa.Engine, name: str, wait_s: float = 0.0) -> Iterator[bool]:
     """``with job_lock(engine, "backup") as acquired:`` -- ``acquired`` False: another process runs it.
+
+    ``wait_s`` > 0: keep trying that long (every 0.5 s) before giving up.
 
     The lock lives on a dedicated pooled connection that is not in a transaction while the job
     runs (no "idle in transaction" session holding back vacuum).  Raises
@@ -45,9 +48,14 @@ def job_lock(engine: sa.Engine, name: str) -> Iterator[bool]:
     with db_errors(f"job_lock({name})"):
         conn = engine.connect()
     try:
-        with db_errors(f"job_lock({name})"):
-            acquired = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
-            conn.commit()
+        deadline = time.monotonic() + wait_s
+        while True:
+            with db_errors(f"job_lock({name})"):
+                acquired = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+                conn.commit()
+            if acquired or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
         try:
             yield acquired
         finally:

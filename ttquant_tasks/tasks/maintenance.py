@@ -15,6 +15,7 @@ Every job is idempotent, so a run that is delivered twice (lost ack) does no har
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -48,8 +49,16 @@ def _engine(app: TTQuantCelery) -> sa.Engine:
     return get_engine(app.settings.db_uri)
 
 
+# Jobs that take table locks or a long snapshot (pg_dump; partition attach/drop; chunk drops) run
+# one at a time: a backup's snapshot and a partition ATTACH can otherwise wait on each other in a
+# way PostgreSQL does not detect as a deadlock.
+SCHEMA_JOBS = frozenset({"backup", "partitions", "retention"})
+SCHEMA_LOCK_WAIT_S = 60.0  # below the default task time limit; a skipped run is retried by the next beat
+
+
 def run_job(app: TTQuantCelery, name: str, job: Callable[[], Any]) -> dict[str, Any]:
-    """Run ``job`` under the lock of ``name``; ``{"job", "skipped", "result"?, "seconds"?}``."""
+    """Run ``job`` under the lock of ``name`` (and the shared schema lock for :data:`SCHEMA_JOBS`,
+    waited for up to ``SCHEMA_LOCK_WAIT_S``); ``{"job", "skipped", "result"?, "seconds"?}``."""
     from ..ops.locks import job_lock
     from ..ops.metrics import record
 
@@ -58,9 +67,11 @@ def run_job(app: TTQuantCelery, name: str, job: Callable[[], Any]) -> dict[str, 
     started_at = datetime.now(UTC)
     t0 = time.monotonic()
     try:
-        with job_lock(engine, name) as acquired:
-            if not acquired:
-                log.info("job %s skipped: another process is running it", name)
+        schema = (job_lock(engine, "schema", wait_s=SCHEMA_LOCK_WAIT_S) if name in SCHEMA_JOBS
+                  else contextlib.nullcontext(True))
+        with job_lock(engine, name) as acquired, schema as schema_ok:
+            if not (acquired and schema_ok):
+                log.info("job %s skipped: another process is running it (or a schema job)", name)
                 record(engine, [(component, "skipped", 1.0)])
                 return {"job": name, "skipped": True}
             result = job()
