@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .feed.stats import read_stats, write_stats
+from .feed.stats import read_stats
 from .models import Tick
 from .settings import Settings
 
@@ -17,17 +16,13 @@ log = logging.getLogger(__name__)
 SOURCES = ("binance", "sim", "replay")
 
 
-def _sim_ids_path(settings: Settings, exchange: str) -> Path:
-    return settings.home / "run" / f"sim-{exchange}-ids.json"
-
-
 def feed_start_ids(settings: Settings, exchange: str) -> dict[str, int]:
     """Last trade id per symbol of ``exchange`` the sim must continue after.
 
-    The newest stored id, or the last id a previous sim run handed on (recorded under
-    ``$TTQUANT_HOME/run``), whichever is higher: chunks of the previous run may still sit in the
-    broker or the spool, and the database may be down at start, so the database alone could make
-    a restart repeat ids that are on their way.
+    The newest of: the stored ids, the last ids the previous run handled (``last_ids`` in the
+    feed's stats file, written every second and at stop), and the ids still in the spool.  Chunks
+    of the previous run may still sit in the broker or the spool and the database may be down at
+    start, so the database alone could make a restart repeat ids that are on their way.
     """
     from .storage.engine import get_engine
     from .storage.queries import last_trade_ids
@@ -37,7 +32,8 @@ def feed_start_ids(settings: Settings, exchange: str) -> dict[str, int]:
         ids = last_trade_ids(get_engine(settings.db_uri), exchange, settings.symbols)
     except Exception as exc:  # the feed must start even with the database down
         log.warning("cannot read last trade ids from the database (%s)", exc)
-    recorded = read_stats(_sim_ids_path(settings, exchange)) or {}
+    counts = (read_stats(settings.feed_stats_path) or {}).get("counts", {})
+    recorded = counts.get("last_ids", {}) if counts.get("exchange") == exchange else {}
     for symbol, last in [*recorded.items(), *_spooled_ids(settings, exchange).items()]:
         if isinstance(last, int) and last > ids.get(symbol, 0):
             ids[symbol] = last
@@ -62,39 +58,6 @@ def _spooled_ids(settings: Settings, exchange: str) -> dict[str, int]:
     return newest
 
 
-class _RecordingIds:
-    """Pass ticks through, saving the last id per symbol to ``path`` every ``every_s`` and on close
-    (the runner closes its source when it stops).  A write error is logged, never raised."""
-
-    def __init__(self, ticks: Iterable[Tick], path: Path, every_s: float = 1.0) -> None:
-        self._ticks = ticks
-        self._path = path
-        self._every_s = every_s
-        self._last: dict[str, int] = {}
-
-    def __iter__(self) -> Iterator[Tick]:
-        next_write = time.monotonic() + self._every_s
-        for tick in self._ticks:
-            yield tick
-            # Recorded only once the consumer comes back for more, i.e. it kept this tick: a tick
-            # the runner drops at stop must not count, or the next run would leave a hole.
-            self._last[tick.symbol] = tick.trade_id
-            if time.monotonic() >= next_write:
-                self._save()
-                next_write = time.monotonic() + self._every_s
-
-    def _save(self) -> None:
-        if not self._last:
-            return
-        try:
-            write_stats(self._path, dict(self._last))
-        except OSError as exc:
-            log.warning("cannot record sim trade ids in %s: %s", self._path, exc)
-
-    def close(self) -> None:
-        self._save()
-
-
 def build_source(settings: Settings, source: str, *, rate: float = 0.0, exchange: str | None = None,
                  file: Path | None = None, speed: float | None = None) -> Iterable[Tick]:
     """The tick source named ``source``: ``binance`` (live, backfilled), ``sim`` or ``replay`` (``file``).
@@ -106,8 +69,7 @@ def build_source(settings: Settings, source: str, *, rate: float = 0.0, exchange
         from .feed.sim import SimSource
 
         exchange = exchange or "sim"
-        sim = SimSource(settings.symbols, rate=rate, exchange=exchange, start_ids=feed_start_ids(settings, exchange))
-        return _RecordingIds(sim, _sim_ids_path(settings, exchange))
+        return SimSource(settings.symbols, rate=rate, exchange=exchange, start_ids=feed_start_ids(settings, exchange))
     if exchange not in (None, "binance"):
         log.warning("--exchange %s ignored: %s ticks are stored as exchange 'binance'", exchange, source)
     if source == "binance":
@@ -136,7 +98,7 @@ def run_feed_command(settings: Settings, *, source: str, rate: float, exchange: 
     publisher = ChunkPublisher(app, timeout=settings.publish_timeout)
     try:
         stats: dict[str, Any] = run_feed(settings, ticks, publish=publisher, duration=duration,
-                                         stats_path=settings.home / "run" / "feed.json")
+                                         stats_path=settings.feed_stats_path)
     finally:
         publisher.close()
     log.info("feed stopped: %s", stats)

@@ -236,6 +236,11 @@ class Settings:
         return self.home / "spool"
 
     @property
+    def feed_stats_path(self) -> Path:
+        """The feed's figures (counts, rates, last trade ids), for ``up``/``status`` and restarts."""
+        return self.home / "run" / "feed.json"
+
+    @property
     def backups_path(self) -> Path:
         """``backup_dir``, or ``home/backups`` when unset."""
         return self.backup_dir or self.home / "backups"

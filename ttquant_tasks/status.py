@@ -96,7 +96,7 @@ def collect(settings: Settings) -> dict[str, Any]:
     _part(report, "db", lambda: _database(settings))
     _part(report, "celery", lambda: _broker(settings))
     _part(report, "backup", lambda: _backup(settings))
-    report["feed"] = read_stats(settings.home / "run" / "feed.json")
+    report["feed"] = read_stats(settings.feed_stats_path)
     return report
 
 

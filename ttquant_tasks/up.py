@@ -136,7 +136,7 @@ class _Figures:
         self.since_ns = since_ns
         self.engine = get_engine(settings.db_uri)
         self.app = make_app(settings)
-        self.stats_path = settings.home / "run" / "feed.json"
+        self.stats_path = settings.feed_stats_path
 
     def persisted(self) -> int | None:
         from .storage.queries import count_ticks_since

@@ -86,9 +86,12 @@ class _Feed:
         self.exchange: str | None = None
         self.ticks = 0
         self.chunks = 0
+        # Newest trade id handled per symbol (in the stats file): a restarted sim continues after it.
+        self.last_ids: dict[str, int] = {}
 
     def on_tick(self, tick: Tick, now: float) -> None:
         self.ticks += 1
+        self.last_ids[tick.symbol] = tick.trade_id
         self.publisher.send(tick)
         if tick.exchange != self.exchange:
             self.submit(self.chunker.drain())  # a chunk holds one exchange
@@ -101,7 +104,8 @@ class _Feed:
             self.enqueuer.submit(payload)
 
     def counts(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"ticks": self.ticks, "chunks": self.chunks, "zmq_sent": self.publisher.sent,
+        out: dict[str, Any] = {"ticks": self.ticks, "chunks": self.chunks, "exchange": self.exchange,
+                               "last_ids": dict(self.last_ids), "zmq_sent": self.publisher.sent,
                                "zmq_dropped": self.publisher.dropped, "pending": len(self.chunker)}
         out.update(self.enqueuer.stats())
         return out
@@ -110,13 +114,13 @@ class _Feed:
 def _inline(source: Iterable[Tick]) -> bool:
     """True when the loop may iterate ``source`` itself: it never blocks longer than ``_TICK_WAIT``.
 
-    So far only the sim qualifies: unpaced it never sleeps; paced at ``rate`` it sleeps at most
-    about ``1 / rate`` (or its 5 ms batch), which must stay below the tick wait so that aged chunks
-    and ``stop`` are still looked at in time.
+    A source says so with a ``max_block_s`` attribute (seconds, None: may block indefinitely).  So
+    far only the sim has one: unpaced it never sleeps; paced at ``rate`` it sleeps at most about
+    ``1 / rate`` (or its 5 ms batch), which must stay below the tick wait so that aged chunks and
+    ``stop`` are still looked at in time.  Wrappers forward it.
     """
-    from .sim import SimSource
-
-    return isinstance(source, SimSource) and (source.rate <= 0 or 1.0 / source.rate <= _TICK_WAIT)
+    max_block_s = getattr(source, "max_block_s", None)
+    return isinstance(max_block_s, int | float) and max_block_s <= _TICK_WAIT
 
 
 def _run_inline(source: Iterable[Tick], feed: _Feed, stop: threading.Event, deadline: float | None,
@@ -142,6 +146,16 @@ def _run_inline(source: Iterable[Tick], feed: _Feed, stop: threading.Event, dead
         if stats and stats.due(now):
             stats.update(feed.counts(), now)
     return None
+
+
+def _close_inline(source: Iterable[Tick]) -> None:
+    """Close a source the loop iterated itself (no other thread is inside it), if it has ``close``."""
+    close = getattr(source, "close", None)
+    if callable(close) and not inspect.isgenerator(source):
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - a failing close must not keep the chunks from flushing
+            log.exception("feed: closing the source failed")
 
 
 def _close_source(source: Iterable[Tick], pump: _Pump) -> None:
@@ -229,7 +243,9 @@ def run_feed(settings: Settings, source: Iterable[Tick], *, publish: Callable[[d
                 stats.update(feed.counts(), now)
     finally:
         stop.set()
-        if not inline:
+        if inline:
+            _close_inline(source)
+        else:
             _close_source(source, pump)
         # Ticks already handed over were maybe not sent anywhere yet: finish them.
         while True:
@@ -262,4 +278,4 @@ def main_sim(settings: Settings, symbols: Iterable[str], rate: float | str, dura
 
     source = SimSource(symbols, rate=rate, exchange=exchange, start_ids=start_ids)
     return run_feed(settings, source, publish=publish, duration=duration,
-                    stats_path=settings.home / "run" / "feed.json")
+                    stats_path=settings.feed_stats_path)

@@ -67,6 +67,11 @@ class SimSource:
         self._t0: float | None = None
         self._n = 0
 
+    @property
+    def max_block_s(self) -> float:
+        """Longest this source sleeps between ticks (s): 0 unpaced, else about one tick interval."""
+        return 0.0 if self.rate <= 0 else 1.0 / self.rate
+
     def __iter__(self) -> SimSource:
         return self
 
