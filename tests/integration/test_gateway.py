@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import struct
 import threading
 import time
 import uuid
@@ -17,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 import zmq
 
+from tests.support.legacy_wire import legacy_order
 from tests.support.services import free_port
 from tests.support.stack import client_app
 from tests.support.waiting import wait_for
@@ -35,28 +35,6 @@ from ttquant_tasks.tasks.orders import RecordPublisher
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 PERMISSIVE = {"positions": {"default_max": "1000"}}
-
-
-def legacy_order(order_id: str, strategy_id: str, symbol: str, volume: int, side: str, timestamp: int,
-                 price: float = 0.0) -> bytes:
-    """An Order hand-encoded like old clients do (plain wire rules, no field 8, zeros omitted)."""
-
-    def varint(n: int) -> bytes:
-        out = b""
-        while True:
-            b, n = n & 0x7F, n >> 7
-            out += bytes([b | (0x80 if n else 0)])
-            if not n:
-                return out
-
-    def string(field: int, s: str) -> bytes:
-        data = s.encode()
-        return varint(field << 3 | 2) + varint(len(data)) + data
-
-    out = string(1, order_id) + string(2, strategy_id) + string(3, symbol)
-    if price:
-        out += varint(4 << 3 | 1) + struct.pack("<d", price)
-    return out + varint(5 << 3) + varint(volume) + string(6, side) + varint(7 << 3) + varint(timestamp)
 
 
 def order(order_id: str, strategy_id: str, quantity: str, side: str = "BUY", price: float = 0.0,

@@ -3,42 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import struct
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.legacy_wire import f_double, f_string, f_varint, varint
 from ttquant_tasks.bus import codec
 from ttquant_tasks.errors import PayloadError
 from ttquant_tasks.models import Tick
-
-
-# --- a minimal hand-written protobuf encoder, independent of the protobuf library --------------
-def varint(n: int) -> bytes:
-    n &= (1 << 64) - 1  # negative int32/int64 are sent as 10-byte two's complement
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def f_varint(field: int, n: int) -> bytes:
-    return varint(field << 3 | 0) + varint(n)
-
-
-def f_double(field: int, x: float) -> bytes:
-    return varint(field << 3 | 1) + struct.pack("<d", x)
-
-
-def f_string(field: int, s: str) -> bytes:
-    raw = s.encode()
-    return varint(field << 3 | 2) + varint(len(raw)) + raw
 
 
 def test_varint_helper_matches_the_spec_example() -> None:

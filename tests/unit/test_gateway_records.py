@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import struct
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from tests.support.legacy_wire import legacy_order
 from ttquant_tasks.bus.codec import decode_trade, encode_order, trade_quantity
 from ttquant_tasks.errors import PayloadError
 from ttquant_tasks.gateway.exchanges.paper import PaperExchange
@@ -115,29 +115,6 @@ def test_salvage_order_id() -> None:
 # ---------------------------------------------------------------- the service
 
 
-def legacy_order(order_id: str, strategy_id: str, symbol: str, price: float, volume: int, side: str,
-                 timestamp: int) -> bytes:
-    """An Order as old clients hand-encode it: plain wire rules, no field 8."""
-
-    def varint(n: int) -> bytes:
-        out = b""
-        while True:
-            b, n = n & 0x7F, n >> 7
-            out += bytes([b | (0x80 if n else 0)])
-            if not n:
-                return out
-
-    def string(field: int, s: str) -> bytes:
-        data = s.encode()
-        return varint(field << 3 | 2) + varint(len(data)) + data
-
-    out = string(1, order_id) + string(2, strategy_id) + string(3, symbol)
-    if price:
-        out += varint(4 << 3 | 1) + struct.pack("<d", price)
-    out += varint(5 << 3) + varint(volume) + string(6, side) + varint(7 << 3) + varint(timestamp)
-    return out
-
-
 class Sink:
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
@@ -166,7 +143,7 @@ def order(order_id: str, side: str = "BUY", quantity: str = "1", price: float = 
 def test_fills_publish_trades_and_record_order_trade_position() -> None:
     svc, sink = service(commission_bps=Decimal(10))
     svc.on_price("BTCUSDT", Decimal("100"))
-    frames = svc.handle(legacy_order("o-1", "s1", "BTCUSDT", 0.0, 2, "BUY", T0))
+    frames = svc.handle(legacy_order("o-1", "s1", "BTCUSDT", 2, "BUY", T0))
     svc.on_price("BTCUSDT", Decimal("110"))
     frames += svc.handle(order("o-2", "SELL", "0.5"))
     assert [f[0] for f in frames] == [b"trade.BTCUSDT.paper"] * 2
