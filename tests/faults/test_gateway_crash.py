@@ -136,6 +136,18 @@ def rows(uri: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         conn.close()
 
 
+def _shut_down(strategy: Any, prices: Any, gw: subprocess.Popen[Any], out: IO[Any]) -> None:
+    """Stop the client threads, kill the gateway if it is still up, close its log."""
+    strategy.done.set()
+    strategy.join(10)
+    prices.done.set()
+    prices.join(10)
+    if gw.poll() is None:
+        gw.kill()
+        gw.wait(10)
+    out.close()
+
+
 def test_gateway_sigkill_mid_flow_loses_only_a_tail_and_restart_resumes(
         schema_db: str, redis_url: str, tmp_path: Path, stack_env: Callable[..., dict[str, str]],
         start_worker: Callable[..., Any]) -> None:
@@ -178,14 +190,7 @@ def test_gateway_sigkill_mid_flow_loses_only_a_tail_and_restart_resumes(
         gw.send_signal(signal.SIGTERM)
         assert gw.wait(30) == 0, log.read_text()[-3000:]
     finally:
-        strategy.done.set()
-        strategy.join(10)
-        prices.done.set()
-        prices.join(10)
-        if gw.poll() is None:
-            gw.kill()
-            gw.wait(10)
-        out.close()
+        _shut_down(strategy, prices, gw, out)
     text = log.read_text()
     assert "restored" in text and "POSITIONS NOT RESTORED" not in text, text[-3000:]
 
@@ -284,14 +289,7 @@ def test_restart_with_records_still_queued_continues_from_the_saved_positions(
         gw.send_signal(signal.SIGTERM)
         assert gw.wait(30) == 0
     finally:
-        strategy.done.set()
-        strategy.join(10)
-        prices.done.set()
-        prices.join(10)
-        if gw.poll() is None:
-            gw.kill()
-            gw.wait(10)
-        out.close()
+        _shut_down(strategy, prices, gw, out)
     start_worker(env, queues="orders")
     app = client_app(env)
     wait_for(lambda: queue_depths(app, ("orders",))["orders"] == 0, timeout=90, what="orders queue drained")

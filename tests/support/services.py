@@ -46,10 +46,8 @@ def free_port() -> int:
 
 
 def with_database(uri: str, dbname: str) -> str:
-    parts = urlsplit(uri)
-    if parts.path and parts.path != "/":
-        return urlunsplit(parts._replace(path="/" + dbname))
-    return urlunsplit(parts._replace(path="/" + dbname))
+    """``uri`` pointing at database ``dbname`` (same server, user and options)."""
+    return urlunsplit(urlsplit(uri)._replace(path="/" + dbname))
 
 
 def _pg_answers(uri: str) -> bool:
