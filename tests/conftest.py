@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support import services
+
+_GUARD_HOME: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point ``TTQUANT_HOME`` at a private directory for the whole run.
+
+    A test that resolves services without a home of its own must never start (or use) embedded
+    services under the user's ``~/.ttquant``; whatever it starts here is stopped at the end.
+    """
+    global _GUARD_HOME
+    _GUARD_HOME = Path(tempfile.mkdtemp(prefix="ttquant-test-home-"))
+    os.environ["TTQUANT_HOME"] = str(_GUARD_HOME)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _GUARD_HOME is None:
+        return
+    from ttquant_tasks.services import stop_all
+
+    try:
+        stop_all(_GUARD_HOME)
+    finally:
+        shutil.rmtree(_GUARD_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

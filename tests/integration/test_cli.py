@@ -6,8 +6,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+
+from ttquant_tasks.services import stop_all
 
 pytestmark = pytest.mark.integration
 
@@ -53,9 +56,17 @@ def test_bad_symbols_flag() -> None:
     assert out.returncode == 2 and "--symbols" in out.stderr
 
 
-def test_db_init_twice_is_harmless(make_database: Callable[..., str]) -> None:
+def test_db_init_twice_is_harmless(make_database: Callable[..., str], tmp_path: Path) -> None:
     uri = make_database("cli")
-    first = ttquant("db", "init", env={"DB_URI": uri})
+    # Database-only commands never start an embedded Redis, even with no broker configured.
+    env = {k: v for k, v in os.environ.items() if k != "CELERY_BROKER_URL"}
+    home = tmp_path / "home"
+    try:
+        first = subprocess.run([sys.executable, "-m", "ttquant_tasks.cli", "db", "init"], capture_output=True,
+                               text=True, timeout=120, env={**env, "DB_URI": uri, "TTQUANT_HOME": str(home)})
+        assert not (home / "redis").exists(), "db init started an embedded Redis"
+    finally:
+        stop_all(home)
     assert first.returncode == 0, first.stderr
     second = ttquant("db", "init", env={"DB_URI": uri})
     assert second.returncode == 0, second.stderr

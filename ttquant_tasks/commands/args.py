@@ -45,8 +45,8 @@ def positive_int(raw: str) -> int:
     return int(_positive(raw, int, "a positive integer"))
 
 
-def resolved(settings: Settings, start: bool = True) -> Settings:
-    """``settings`` with the database and broker resolved (embedded services found or started)."""
+def resolved(settings: Settings, start: bool = True, *, broker: bool = True) -> Settings:
+    """``settings`` with the database and (``broker``) the broker resolved (embedded ones found or started)."""
     from ..services import resolve
 
-    return resolve(settings, start=start)
+    return resolve(settings, start=start, broker=broker)

@@ -12,7 +12,7 @@ from . import args as a
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     from ..storage.migrate import init_db, upgrade_db
 
-    settings = a.resolved(settings)
+    settings = a.resolved(settings, broker=False)
     if args.db_command == "init":
         result = init_db(settings.db_uri, flavour=args.flavour)
     else:
@@ -35,7 +35,7 @@ def cmd_deadletters(args: argparse.Namespace, settings: Settings) -> int:
     from ..storage import deadletters
     from ..storage.engine import get_engine
 
-    resolved = a.resolved(settings)
+    resolved = a.resolved(settings, broker=bool(args.replay))
     engine = get_engine(resolved.db_uri)
     if not args.replay:
         print(json.dumps(deadletters.summary(engine), indent=2, default=str))

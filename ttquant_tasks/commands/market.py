@@ -77,7 +77,7 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     requested = list(dict.fromkeys(s for raw in args.symbol for s in parse_symbols(raw, "--symbol"))) or None
     exchange = args.exchange or settings.exchange
     try:
-        uri = settings.read_uri or a.resolved(settings, start=False).read_uri
+        uri = settings.read_uri or a.resolved(settings, start=False, broker=False).read_uri
         engine = make_engine(uri)
         try:
             audits = audit_trades(engine, exchange, args.since, until, requested)

@@ -43,7 +43,7 @@ def _tools_for_dump(file: Path) -> Path | None:
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     from ..ops.backup import backup
 
-    resolved = a.resolved(settings)
+    resolved = a.resolved(settings, broker=False)
     assert resolved.db_uri is not None
     directory = args.dir or resolved.backups_path
     result = backup(resolved.db_uri, directory, args.keep or resolved.backup_keep,
@@ -79,7 +79,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     if args.into:
         into, embedded = args.into, False
     else:
-        resolved = a.resolved(settings)
+        resolved = a.resolved(settings, broker=False)
         assert resolved.db_uri is not None
         into, embedded = resolved.db_uri, settings.db_uri is None
     progress = Progress(sys.stderr)

@@ -43,8 +43,11 @@ def _embedded_url(service: EmbeddedPostgres | EmbeddedRedis, start: bool) -> str
     return url
 
 
-def resolve(settings: Settings, *, start: bool = True) -> Settings:
+def resolve(settings: Settings, *, start: bool = True, broker: bool = True) -> Settings:
     """``settings`` with ``db_uri`` / ``broker_url`` filled from the embedded services where None.
+
+    ``broker=False`` resolves the database only (commands that never talk to the broker must not
+    start an embedded Redis as a side effect); ``broker_url`` then stays as it was.
 
     ``start=True`` starts a service that is not running (idempotent, reuses a running one);
     ``start=False`` only uses running ones and raises :class:`ConfigError` naming ``DB_URI`` or
@@ -55,7 +58,7 @@ def resolve(settings: Settings, *, start: bool = True) -> Settings:
     if settings.db_uri is None:
         pg_bin_dir()  # ConfigError naming DB_URI when the extra is not installed
         changes["db_uri"] = _embedded_url(EmbeddedPostgres(postgres_root(settings.home)), start)
-    if settings.broker_url is None:
+    if broker and settings.broker_url is None:
         redis_server_path()  # ConfigError naming CELERY_BROKER_URL when the extra is not installed
         changes["broker_url"] = _embedded_url(EmbeddedRedis(redis_root(settings.home)), start)
     return dataclasses.replace(settings, **changes) if changes else settings
