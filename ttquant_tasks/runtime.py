@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .feed.stats import read_stats
 from .models import Tick
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .feed.confirm import Confirmer
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,36 @@ def build_source(settings: Settings, source: str, *, rate: float = 0.0, exchange
     raise ValueError(f"unknown source {source!r} (expected one of {', '.join(SOURCES)})")
 
 
+def make_confirmer(settings: Settings, app: Any, publish: Callable[[dict[str, Any]], None], *,
+                   records: bool = False) -> Confirmer | None:
+    """``publish`` wrapped in an end-to-end :class:`~.feed.confirm.Confirmer`; None when
+    ``TTQUANT_RESEND_AFTER`` is 0.  ``records``: the gateway's records (``orders`` queue, outbox
+    ``$TTQUANT_HOME/gateway-outbox``) instead of the feed's tick chunks (``ticks``, ``feed-outbox``).
+    """
+    from .feed.confirm import Confirmer, Outbox, tick_keys
+    from .storage.engine import get_engine
+    from .storage.receipts import record_key, stored_records, stored_ticks
+    from .tasks.app import ORDERS, PARKED, TICKS
+    from .tasks.parking import queue_depths
+
+    if not settings.resend_after:
+        return None
+    uri = settings.db_uri
+    work = ORDERS if records else TICKS
+    stored = stored_records if records else stored_ticks
+
+    def backlog() -> int | None:
+        depths = queue_depths(app, (work, PARKED))
+        return None if None in depths.values() else sum(v or 0 for v in depths.values())
+
+    check_after = 2 * settings.chunk_age + 2.0
+    return Confirmer(publish, keys=record_key if records else tick_keys,
+                     stored=lambda keys: stored(get_engine(uri), keys), backlog=backlog,
+                     outbox=Outbox(settings.home / ("gateway-outbox" if records else "feed-outbox")),
+                     check_after=check_after, resend_after=max(settings.resend_after, check_after),
+                     name="ttquant-gateway-confirmer" if records else "ttquant-confirmer")
+
+
 def run_feed_command(settings: Settings, *, source: str, rate: float, exchange: str | None,
                      duration: float | None, file: Path | None = None, speed: float | None = None) -> int:
     """``ttquant feed``: run the feed on ``source`` until SIGTERM/SIGINT, ``duration`` or the replay's end; exit 0."""
@@ -96,10 +129,14 @@ def run_feed_command(settings: Settings, *, source: str, rate: float, exchange: 
     ticks = build_source(settings, source, rate=rate, exchange=exchange, file=file, speed=speed)
     app = make_app(settings)
     publisher = ChunkPublisher(app, timeout=settings.publish_timeout)
+    confirmer = make_confirmer(settings, app, publisher)
     try:
-        stats: dict[str, Any] = run_feed(settings, ticks, publish=publisher, duration=duration,
-                                         stats_path=settings.feed_stats_path)
+        stats: dict[str, Any] = run_feed(settings, ticks, publish=confirmer or publisher, duration=duration,
+                                         stats_path=settings.feed_stats_path,
+                                         extra_stats=confirmer.stats if confirmer else None)
     finally:
+        if confirmer is not None:
+            confirmer.close()
         publisher.close()
     log.info("feed stopped: %s", stats)
     return 0

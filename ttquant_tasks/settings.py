@@ -72,6 +72,13 @@ def _positive_float(raw: str) -> float:
     return v
 
 
+def _non_negative_float(raw: str) -> float:
+    v = float(raw)
+    if not v >= 0 or v == float("inf"):
+        raise ValueError(f"must be a number of seconds >= 0, got {raw!r}")
+    return v
+
+
 def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         scheme = raw.split("://", 1)[0] if "://" in raw else ""
@@ -160,6 +167,9 @@ class Settings:
     """``TTQUANT_ENQUEUE_QUEUE_MAX``: chunks held in memory before the spool takes them."""
     publish_timeout: float = 1.0
     """``TTQUANT_PUBLISH_TIMEOUT``: seconds a publish to the broker may take before we spool."""
+    resend_after: float = 120.0
+    """``TTQUANT_RESEND_AFTER``: seconds after which a published chunk or record whose rows are not
+    in the database is sent again (when the broker holds no backlog); 0 turns confirmation off."""
     write_retries: int = 5
     """``TTQUANT_WRITE_RETRIES``: retries of a transient write failure before the chunk is parked."""
     retry_backoff_max: float = 30.0
@@ -296,6 +306,7 @@ class Settings:
         read("TTQUANT_CHUNK_AGE", "chunk_age", _positive_float)
         read("TTQUANT_ENQUEUE_QUEUE_MAX", "enqueue_queue_max", _positive_int)
         read("TTQUANT_PUBLISH_TIMEOUT", "publish_timeout", _positive_float)
+        read("TTQUANT_RESEND_AFTER", "resend_after", _non_negative_float)
         read("TTQUANT_WRITE_RETRIES", "write_retries", _non_negative_int)
         read("TTQUANT_RETRY_BACKOFF_MAX", "retry_backoff_max", _positive_float)
         read("TTQUANT_MAX_DELIVERIES", "max_deliveries", _positive_int)

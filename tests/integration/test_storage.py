@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.support.services import free_port
+from tests.support.stack import flavoured_engine
 from ttquant_tasks.errors import DatabaseUnavailable, PermanentError
 from ttquant_tasks.models import Tick
 from ttquant_tasks.storage import migrate, queries
@@ -32,14 +33,7 @@ def ticks(ids: range | list[int], symbol: str = "BTCUSDT", exchange: str = "bina
 
 @pytest.fixture(scope="module", params=["timescale", "plain"])
 def engine(request: pytest.FixtureRequest, make_database: Callable[..., str]) -> Iterator[sa.Engine]:
-    uri = make_database(f"st_{request.param}")
-    if request.param == "timescale" and not migrate.timescale_installable(uri):
-        pytest.skip("TimescaleDB is not installable on this PostgreSQL server")
-    result = migrate.init_db(uri, "auto" if request.param == "timescale" else "plain")
-    assert result["flavour"] == request.param  # auto must pick TimescaleDB on this machine
-    eng = make_engine(uri)
-    yield eng
-    eng.dispose()
+    yield from flavoured_engine(request, make_database, "st")
 
 
 @pytest.fixture

@@ -59,6 +59,23 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         w.stop()
 
 
+def flavoured_engine(request: pytest.FixtureRequest, make_database: Callable[..., str],
+                     prefix: str) -> Iterator[Any]:
+    """Body of a fixture parametrized ``["timescale", "plain"]``: an engine on a new database of
+    that flavour (skipped when TimescaleDB is not installable), disposed at the end."""
+    from ttquant_tasks.storage import migrate
+    from ttquant_tasks.storage.engine import make_engine
+
+    uri = make_database(f"{prefix}_{request.param}")
+    if request.param == "timescale" and not migrate.timescale_installable(uri):
+        pytest.skip("TimescaleDB is not installable on this PostgreSQL server")
+    result = migrate.init_db(uri, "auto" if request.param == "timescale" else "plain")
+    assert result["flavour"] == request.param  # auto must pick TimescaleDB on this machine
+    eng = make_engine(uri)
+    yield eng
+    eng.dispose()
+
+
 def client_app(env: dict[str, str]) -> Any:
     """A Celery app in the test process, configured like the worker (for publishing)."""
     from ttquant_tasks.tasks.app import make_app

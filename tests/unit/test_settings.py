@@ -30,12 +30,18 @@ def test_values_are_parsed() -> None:
         ("TTQUANT_CHUNK_AGE", "-1"), ("TTQUANT_CHUNK_AGE", "nan"), ("DB_URI", "mysql://x"),
         ("CELERY_BROKER_URL", "http://x"), ("ZMQ_PUB_ENDPOINT", "5555"), ("TTQUANT_SYMBOLS", "BTC-USDT"),
         ("TTQUANT_SYMBOLS", ","), ("TTQUANT_WRITE_RETRIES", "-2"), ("TTQUANT_LOG_LEVEL", "LOUD"),
+        ("TTQUANT_RESEND_AFTER", "-1"), ("TTQUANT_RESEND_AFTER", "inf"), ("TTQUANT_RESEND_AFTER", "soon"),
     ],
 )
 def test_bad_value_names_the_key(key: str, value: str) -> None:
     with pytest.raises(ConfigError) as err:
         Settings.from_env({key: value})
     assert key in str(err.value)
+
+
+def test_resend_after_zero_turns_confirmation_off() -> None:
+    assert Settings.from_env({}).resend_after == 120.0
+    assert Settings.from_env({"TTQUANT_RESEND_AFTER": "0"}).resend_after == 0.0
 
 
 def test_visibility_timeout_must_exceed_time_limit() -> None:

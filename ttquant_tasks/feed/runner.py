@@ -79,9 +79,11 @@ class _Pump(threading.Thread):
 class _Feed:
     """State of one run: publisher, chunker, enqueuer, counters."""
 
-    def __init__(self, settings: Settings, publisher: MarketDataPublisher, enqueuer: Enqueuer) -> None:
+    def __init__(self, settings: Settings, publisher: MarketDataPublisher, enqueuer: Enqueuer,
+                 extra_stats: Callable[[], dict[str, Any]] | None = None) -> None:
         self.publisher = publisher
         self.enqueuer = enqueuer
+        self.extra_stats = extra_stats
         self.chunker = PayloadChunker(settings.chunk_size, settings.chunk_age)
         self.exchange: str | None = None
         self.ticks = 0
@@ -108,6 +110,8 @@ class _Feed:
                                "last_ids": dict(self.last_ids), "zmq_sent": self.publisher.sent,
                                "zmq_dropped": self.publisher.dropped, "pending": len(self.chunker)}
         out.update(self.enqueuer.stats())
+        if self.extra_stats is not None:
+            out["confirm"] = self.extra_stats()
         return out
 
 
@@ -191,12 +195,14 @@ def _install_signals(stop: threading.Event) -> dict[int, Any]:
 def run_feed(settings: Settings, source: Iterable[Tick], *, publish: Callable[[dict[str, Any]], None],
              duration: float | None = None, stop: threading.Event | None = None,
              stats_path: Path | None = None, publisher: MarketDataPublisher | None = None,
-             spool: Spool | None = None, retry_interval: float = 1.0) -> dict[str, Any]:
+             spool: Spool | None = None, retry_interval: float = 1.0,
+             extra_stats: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run the feed until the source ends, ``stop`` is set, a signal arrives or ``duration`` (s) passes.
 
     ``publish(payload)`` sends one chunk to the broker or raises; it runs on the enqueuer thread only.
     ``publisher`` (default: a new one on ``settings.zmq_pub_endpoint``, closed at the end) and
-    ``spool`` (default: ``settings.spool_dir``) may be passed in.  Returns the final counters.
+    ``spool`` (default: ``settings.spool_dir``) may be passed in.  ``extra_stats()`` adds a
+    ``confirm`` entry to the counters (the end-to-end confirmer's).  Returns the final counters.
     Re-raises an exception of the source after flushing everything it produced.
     """
     stop = stop or threading.Event()
@@ -208,7 +214,7 @@ def run_feed(settings: Settings, source: Iterable[Tick], *, publish: Callable[[d
     own_publisher = publisher is None
     publisher = publisher or MarketDataPublisher(settings.zmq_pub_endpoint)
     enqueuer = Enqueuer(publish, spool, settings.enqueue_queue_max, retry_interval=retry_interval)
-    feed = _Feed(settings, publisher, enqueuer)
+    feed = _Feed(settings, publisher, enqueuer, extra_stats)
     stats = StatsFile(stats_path) if stats_path else None
     previous = _install_signals(stop)
     pump = _Pump(source, stop)

@@ -295,6 +295,7 @@ def main(settings: Settings, *, risk_path: str | Path, md_connect: str = DEFAULT
     Resolves the broker and database (embedded ones found or started), publishes records through
     :class:`~ttquant_tasks.tasks.orders.RecordPublisher`, and returns 0 after a clean stop.
     """
+    from ..runtime import make_confirmer
     from ..tasks.app import make_app
     from ..tasks.orders import RecordPublisher
     from .exchanges.paper import PaperExchange
@@ -304,9 +305,13 @@ def main(settings: Settings, *, risk_path: str | Path, md_connect: str = DEFAULT
     app = make_app(settings)
     resolved = app.settings
     publisher = RecordPublisher(app, resolved.publish_timeout)
+    confirmer = make_confirmer(resolved, app, publisher, records=True)
     try:
-        run_gateway(resolved, exchange=exchange or PaperExchange(), limits=limits, publish=publisher,
-                    md_connect=md_connect)
+        run_gateway(resolved, exchange=exchange or PaperExchange(), limits=limits,
+                    publish=confirmer or publisher, md_connect=md_connect)
     finally:
+        if confirmer is not None:
+            confirmer.close()
+            log.info("gateway: end-to-end confirmation: %s", confirmer.stats())
         publisher.close()
     return 0
