@@ -138,6 +138,10 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"feed      pid {feed.get('pid')}, updated {_age(age)} ago: {counts.get('ticks', 0)} ticks, "
                      f"{counts.get('published', 0)} chunks enqueued, {counts.get('spool_chunks', 0)} spooled, "
                      f"{counts.get('lost', 0)} lost")
+        confirm = counts.get("confirm")
+        if isinstance(confirm, dict):
+            lines.append(f"confirm   {confirm.get('pending', 0)} chunks awaiting their rows, "
+                         f"{confirm.get('resent', 0)} resent, {confirm.get('given_up', 0)} given up")
     if db is not None:
         lines.append(f"ticks/s   in {ticks_in}  out {db['ticks_out_per_s']:.1f}")
         lags = db["lag_s"]

@@ -40,3 +40,9 @@ def test_render_names_what_is_unavailable() -> None:
     assert "celery    unavailable: OperationalError: refused" in screen
     assert "db        unavailable: DatabaseUnavailable: down" in screen
     assert "backup    /b/ttquant-x.dump (2.0 MB), 2.0h old" in screen
+
+
+def test_render_shows_chunks_awaiting_confirmation() -> None:
+    feed = {"pid": 7, "time": 0.0, "counts": {"ticks": 10, "confirm": {"pending": 3, "resent": 1, "given_up": 0}}}
+    screen = render({"time": 1.0, "database": "d", "broker": "b", "feed": feed})
+    assert "confirm   3 chunks awaiting their rows, 1 resent, 0 given up" in screen
