@@ -1,0 +1,57 @@
+"""A worker stopped (SIGTERM) or killed (SIGKILL) while its chunks wait for a retry, database down.
+
+A retried Celery task waits in the worker that reserved it (an ETA message, unacked).  Whatever
+happens to that worker, the chunks must come back: a warm shutdown hands them back to the broker,
+a killed worker's unacked messages are restored by Redis after the visibility timeout.  Then the
+database returns and a new worker stores every tick once, with nothing parked.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.support.checks import assert_all_once, make_ticks, unique_exchange
+from tests.support.stack import client_app
+from tests.support.waiting import wait_for
+from ttquant_tasks.models import chunk_payload
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(300)]
+
+CHUNKS, SIZE = 5, 100
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_worker_restart_while_chunks_wait_for_a_retry(how: str, private_pg: Any, redis_url: str,
+                                                      stack_env: Callable[..., dict[str, str]],
+                                                      start_worker: Callable[..., Any]) -> None:
+    from ttquant_tasks.storage.migrate import init_db
+    from ttquant_tasks.tasks.parking import queue_depths
+
+    uri = private_pg.url()
+    init_db(uri, flavour="plain")
+    # A retry budget far longer than the test: the chunks stay in their retry wait (backoff up to 5 s).
+    env = stack_env(uri, redis_url, TTQUANT_WRITE_RETRIES="50", TTQUANT_RETRY_BACKOFF_MAX="5",
+                    TTQUANT_VISIBILITY_TIMEOUT="8", TTQUANT_TASK_TIME_LIMIT="4")
+    worker = start_worker(env)
+    app = client_app(env)
+    exchange = unique_exchange("rr")
+    ticks = make_ticks(exchange, "BTCUSDT", 1, CHUNKS * SIZE)
+    assert private_pg.stop()
+    for i in range(0, CHUNKS * SIZE, SIZE):
+        app.send_task("ttquant.write_ticks", args=[chunk_payload(exchange, ticks[i:i + SIZE])])
+    wait_for(lambda: worker.log().count("retry ") >= 2 * CHUNKS, timeout=90,
+             what="every chunk retried at least twice")
+    if how == "sigterm":
+        assert worker.proc is not None
+        worker.proc.send_signal(signal.SIGTERM)  # warm shutdown: the reserved ETA messages go back
+        worker.proc.wait(60)
+    else:
+        worker.kill()  # the main process and its pool: Redis restores the unacked messages later
+    private_pg.start()
+    start_worker(env)
+    assert_all_once(uri, exchange, ("BTCUSDT",), CHUNKS * SIZE, timeout=120)
+    assert queue_depths(app, ("parked",))["parked"] == 0
