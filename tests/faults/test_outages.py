@@ -46,6 +46,30 @@ def test_database_down_parks_then_flush_brings_every_tick(private_pg: Any, redis
     assert_all_once(uri, "sim", ("BTCUSDT",), 500, timeout=90)
 
 
+def test_parked_chunks_come_back_by_themselves_when_the_database_does(
+        private_pg: Any, redis_url: str, stack_env: Callable[..., dict[str, str]],
+        start_worker: Callable[..., Any]) -> None:
+    """No operator, no beat: the first write that succeeds after the outage requests the flush."""
+    from ttquant_tasks.storage.migrate import init_db
+    from ttquant_tasks.tasks.parking import queue_depths
+
+    uri = private_pg.url()
+    init_db(uri, flavour="plain")
+    env = stack_env(uri, redis_url)
+    worker = start_worker(env)
+    app = client_app(env)
+    ticks = make_ticks("sim", "ETHUSDT", 1, 600)
+    assert private_pg.stop()
+    for i in range(0, 500, 100):
+        app.send_task("ttquant.write_ticks", args=[chunk_payload("sim", ticks[i:i + 100])])
+    wait_for(lambda: queue_depths(app, ("parked",))["parked"] == 5, timeout=90, what="5 parked chunks")
+    private_pg.start()
+    app.send_task("ttquant.write_ticks", args=[chunk_payload("sim", ticks[500:])])  # live traffic resumes
+    assert_all_once(uri, "sim", ("ETHUSDT",), 600, timeout=90)
+    assert queue_depths(app, ("parked",))["parked"] == 0
+    assert "flush of parked chunks requested" in worker.log()
+
+
 def test_broker_down_feed_keeps_publishing_and_spool_replays(private_redis: Any, schema_db: str, tmp_path: Path,
                                                              stack_env: Callable[..., dict[str, str]],
                                                              start_worker: Callable[..., Any]) -> None:

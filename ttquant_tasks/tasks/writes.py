@@ -24,6 +24,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# ``recovering``: True once a write of this process failed on the database (retried or parked).
+# The process's next successful write asks for one ``ttquant.flush``: chunks parked during the
+# outage come back as soon as the database does, not at the next beat run (TTQUANT_FLUSH_INTERVAL).
+_outage = {"recovering": False}
+
+
+def _after_outage(task: Task) -> None:
+    """First success after a failure: send one flush (maintenance queue); never fails the write."""
+    _outage["recovering"] = False
+    try:
+        task.app.send_task("ttquant.flush")
+        log.info("%s: the database answers again; flush of parked chunks requested", task.name)
+    except Exception as exc:  # noqa: BLE001 - beat's periodic flush still comes
+        log.warning("%s: could not request a flush after the outage: %s", task.name, exc)
+
 
 def _engine(task: Task) -> Any:
     from ..storage.engine import get_engine
@@ -66,7 +81,10 @@ def run_write(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], write: 
         chunk_id = payload.get("chunk_id") if isinstance(payload, dict) else None
         if _guard_redelivery(task, payload, chunk_id):
             return 0
-        return write(_engine(task), payload)
+        rows = write(_engine(task), payload)
+        if _outage["recovering"]:
+            _after_outage(task)
+        return rows
     except Reject:
         raise
     except PermanentError as exc:
@@ -84,6 +102,7 @@ def run_write(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], write: 
             reason = f"unexpected {type(exc).__name__}: {exc}"
             _settle(task, "dead-letter", lambda: parking.dead_letter(task.app, task.name, payload, reason))
             return 0
+        _outage["recovering"] = True
         retries = task.request.retries
         if retries >= settings.write_retries:
             log.warning("%s: %s after %d retries; parking chunk %s", task.name, exc, retries, chunk_id)
