@@ -40,11 +40,13 @@ def _counts(uri: str, t_up_ns: int) -> tuple[int, int, int]:
     return int(row[0]), int(row[1]), int(row[2])
 
 
-def _parked(settings: Settings) -> int:
+def _parked(settings: Settings) -> int | None:
+    """Messages left in ``parked``; None when the broker cannot tell (never reported as 0)."""
     from ..tasks.app import make_app
     from ..tasks.parking import queue_depths
 
-    return int(queue_depths(make_app(settings), ("parked",)).get("parked") or 0)
+    depth = queue_depths(make_app(settings), ("parked",)).get("parked")
+    return None if depth is None else int(depth)
 
 
 def _flush(settings: Settings) -> dict[str, Any]:
