@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +29,8 @@ from tests.support.services import free_port
 from tests.support.stack import client_app
 from tests.support.waiting import wait_for
 from ttquant_tasks.bus.codec import decode_trade, encode_order
+
+QUIET_TAIL_S = 30.0  # no faults for the last seconds: > 2x RESEND_AFTER, so lost messages are resent
 
 pytestmark = [pytest.mark.soak, pytest.mark.faults, pytest.mark.timeout(3600)]
 
@@ -114,7 +117,7 @@ def test_soak_random_faults_nothing_lost_nothing_duplicated(private_pg: Any, pri
                     ZMQ_PUB_ENDPOINT=f"tcp://127.0.0.1:{md}", TTQUANT_MD_CONNECT=f"tcp://127.0.0.1:{md}",
                     ZMQ_PULL_ENDPOINT=f"tcp://127.0.0.1:{pull}", ZMQ_TRADE_ENDPOINT=f"tcp://127.0.0.1:{trade}",
                     TTQUANT_WRITE_RETRIES="3", TTQUANT_RETRY_BACKOFF_MAX="1", TTQUANT_PUBLISH_TIMEOUT="0.5",
-                    TTQUANT_VISIBILITY_TIMEOUT="20", TTQUANT_TASK_TIME_LIMIT="8")
+                    TTQUANT_VISIBILITY_TIMEOUT="20", TTQUANT_TASK_TIME_LIMIT="8", TTQUANT_RESEND_AFTER="10")
     workers = [start_worker(env, concurrency=2)]
     gateway = subprocess.Popen([sys.executable, "-m", "ttquant_tasks.cli", "gateway"], env={**os.environ, **env},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -129,7 +132,8 @@ def test_soak_random_faults_nothing_lost_nothing_duplicated(private_pg: Any, pri
     try:
         while time.monotonic() < end:
             time.sleep(rng.uniform(4, 9))
-            fault = rng.choice(["worker_child", "worker", "postgres", "redis", "feed_restart", "none"])
+            fault = rng.choice(["worker_child", "worker", "postgres", "redis", "redis_lost", "feed_restart",
+                                "none"])
             faults[fault] = faults.get(fault, 0) + 1
             timeline.append((round(time.monotonic() - t0, 1), fault))
             if fault == "worker_child" and workers[-1].children():
@@ -145,6 +149,10 @@ def test_soak_random_faults_nothing_lost_nothing_duplicated(private_pg: Any, pri
                 private_redis.stop()
                 time.sleep(rng.uniform(2, 6))
                 private_redis.start()
+            elif fault == "redis_lost":  # restarted with nothing on disk: every queued message is gone
+                private_redis.stop()
+                shutil.rmtree(private_redis.data_dir, ignore_errors=True)
+                private_redis.start()
             elif fault == "feed_restart":
                 feed.send_signal(signal.SIGTERM)
                 feed.communicate(timeout=60)
@@ -152,6 +160,8 @@ def test_soak_random_faults_nothing_lost_nothing_duplicated(private_pg: Any, pri
                 assert counts["lost"] == 0
                 ticks_total += counts["ticks"]
                 feed = feed_process(env, "soak", rate=1000, duration=seconds * 3)
+        # A quiet tail: what the faults lost is resent (RESEND_AFTER below) while everything still runs.
+        time.sleep(QUIET_TAIL_S)
     finally:
         strategy.stop.set()
         strategy.join(30)
