@@ -9,6 +9,7 @@ database returns and a new worker stores every tick once, with nothing parked.
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -55,3 +56,34 @@ def test_worker_restart_while_chunks_wait_for_a_retry(how: str, private_pg: Any,
     start_worker(env)
     assert_all_once(uri, exchange, ("BTCUSDT",), CHUNKS * SIZE, timeout=120)
     assert queue_depths(app, ("parked",))["parked"] == 0
+
+
+def test_worker_rides_out_a_redis_restart_while_holding_unacked_chunks(
+        private_pg: Any, private_redis: Any, stack_env: Callable[..., dict[str, str]],
+        start_worker: Callable[..., Any]) -> None:
+    """kombu hands reserved messages back when the broker connection drops; with Redis down that
+    failed with an AttributeError the worker treated as unrecoverable (it exited: under honcho the
+    whole stack would stop).  The worker must stay up and store everything once Redis is back."""
+    from ttquant_tasks.storage.migrate import init_db
+
+    uri = private_pg.url()
+    init_db(uri, flavour="plain")
+    env = stack_env(uri, private_redis.url(), TTQUANT_WRITE_RETRIES="50", TTQUANT_RETRY_BACKOFF_MAX="5")
+    worker = start_worker(env)
+    app = client_app(env)
+    exchange = unique_exchange("rk")
+    ticks = make_ticks(exchange, "BTCUSDT", 1, CHUNKS * SIZE)
+    assert private_pg.stop()
+    for i in range(0, CHUNKS * SIZE, SIZE):
+        app.send_task("ttquant.write_ticks", args=[chunk_payload(exchange, ticks[i:i + SIZE])])
+    wait_for(lambda: worker.log().count("retry ") >= CHUNKS, timeout=90, what="chunks waiting for a retry")
+    assert private_redis.stop()
+    wait_for(lambda: "Connection to broker lost" in worker.log(), timeout=60, what="the worker noticing")
+    time.sleep(3)  # kombu's hand-back of the reserved messages fails in this window
+    assert worker.proc is not None and worker.proc.poll() is None, worker.log()[-3000:]
+    private_redis.start()
+    private_pg.start()
+    # The default visibility timeout is 1 h: the chunks land this soon only because the worker hands
+    # its reserved messages back as soon as Redis answers again.
+    assert_all_once(uri, exchange, ("BTCUSDT",), CHUNKS * SIZE, timeout=120)
+    assert worker.proc.poll() is None and "Unrecoverable error" not in worker.log()

@@ -166,8 +166,9 @@ class TTQuantCelery(Celery):
 
 def make_app(settings: Settings | None = None) -> TTQuantCelery:
     """A configured app with all ttquant tasks registered.  ``None``: settings from the environment."""
-    from . import maintenance, orders, writes
+    from . import maintenance, orders, transport, writes
 
+    transport.install()  # redis://: a worker that rides out a broker restart (tasks/transport.py)
     app = TTQuantCelery(settings)
 
     def warm_up(**_: Any) -> None:
