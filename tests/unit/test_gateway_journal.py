@@ -273,3 +273,19 @@ def test_latest_positions_per_key_by_seq(make: Callable[..., Journal]) -> None:
     latest = latest_positions(make().open().entries)
     assert {k: (s, r["position"]) for k, (s, r) in latest.items()} == {
         ("s", "BTCUSDT"): (5, "3"), ("t", "BTCUSDT"): (7, "9")}
+
+
+def test_a_group_cut_short_is_dropped_whole(make: Callable[..., Journal]) -> None:
+    j = make()
+    j.open()
+    assert j.append_many([rec(0)]) == [1]
+    assert j.append_many([rec(1), rec(2, "position"), rec(3, "order")]) == [2, 3, 4]
+    j.close()
+    (seg,) = segments(j.directory)
+    whole = make().open()
+    assert [e.seq for e in whole.entries] == [1, 2, 3, 4]
+    # a crash mid-write: the group's last entry never made it, its first ones did
+    sizes = [len(encode_entry(1, rec(0))), len(encode_entry(2, rec(1))), len(encode_entry(3, rec(2, "position")))]
+    os.truncate(seg, sum(sizes))
+    got = make().open()
+    assert [e.seq for e in got.entries] == [1] and got.torn == 1

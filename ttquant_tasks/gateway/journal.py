@@ -4,9 +4,12 @@ Layout: append-only segment files ``{first_seq:016d}.wal`` under ``$TTQUANT_HOME
 (:func:`journal_dir`), a new one every ``segment_bytes`` (1 MiB) and at every start (a previous
 run's last segment may end in a torn entry; nothing is ever written after it).  One entry::
 
-    u32 length | u32 crc32(seq bytes + body) | u64 seq | body (length bytes: the record as JSON)
+    u32 length | u32 crc32 | u64 seq | body (length bytes: the record as JSON)
 
-little-endian.  ``seq`` increases by one per record, across segments and restarts.
+little-endian; the CRC covers ``length``, ``seq`` and the body.  ``seq`` increases by one per
+record, across segments and restarts.  The top bit of ``length`` means "the next entry belongs to
+the same write" (:meth:`Journal.append_many`): a group is read back whole or not at all, so a crash
+in the middle of one ``write()`` cannot leave, say, a fill without its position snapshot.
 
 Durability: :meth:`Journal.append` returns once ``write()`` put the entry in the page cache, which
 a process SIGKILL does not lose; a background thread fsyncs every ``fsync_interval`` (0.1 s), so a
@@ -51,7 +54,8 @@ SEGMENT_BYTES = 1 << 20
 FSYNC_INTERVAL = 0.1  # s: the power-loss window (a SIGKILL loses nothing that append() returned)
 MAX_ENTRY = 16 << 20  # a longer length field is corruption, not a record
 _HEADER = struct.Struct("<IIQ")
-_SEQ = struct.Struct("<Q")
+_CRC_FIELDS = struct.Struct("<IQ")  # length (with the flag), seq
+_MORE = 1 << 31  # in length: the next entry is part of the same group
 _NAME_RE = re.compile(r"^(\d{16})\.wal$")
 _MARK = "handed-over"
 
@@ -70,11 +74,17 @@ def _os_error(action: str, path: Path, exc: OSError) -> JournalError:
     return JournalError(f"journal: cannot {action} {path}: {reason}")
 
 
-def encode_entry(seq: int, record: dict[str, Any]) -> bytes:
-    """One entry's bytes (see module doc)."""
+def encode_entry(seq: int, record: dict[str, Any], more: bool = False) -> bytes:
+    """One entry's bytes (see module doc); ``more``: the next entry belongs to the same group."""
     body = json.dumps(record, separators=(",", ":")).encode()
-    seq_bytes = _SEQ.pack(seq)
-    return _HEADER.pack(len(body), zlib.crc32(body, zlib.crc32(seq_bytes)), seq) + body
+    length = len(body) | (_MORE if more else 0)
+    return _HEADER.pack(length, zlib.crc32(body, zlib.crc32(_CRC_FIELDS.pack(length, seq))), seq) + body
+
+
+def encode_group(first_seq: int, records: list[dict[str, Any]]) -> bytes:
+    """Entries for ``records`` (seqs from ``first_seq``) that are read back all or none."""
+    last = len(records) - 1
+    return b"".join(encode_entry(first_seq + i, r, more=i < last) for i, r in enumerate(records))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -109,13 +119,15 @@ def read_segment(path: Path, is_last: bool = False) -> tuple[list[Entry], int, i
     """``(entries, corrupt, torn)`` of one segment file.  Never raises on bad content."""
     data = path.read_bytes()
     entries: list[Entry] = []
+    group: list[Entry] = []  # entries of a group whose last entry has not been read yet
     corrupt = torn = 0
     pos = 0
     while pos < len(data):
         if len(data) - pos < _HEADER.size:
             torn += 1
             break
-        length, crc, seq = _HEADER.unpack_from(data, pos)
+        flagged, crc, seq = _HEADER.unpack_from(data, pos)
+        length, more = flagged & ~_MORE, bool(flagged & _MORE)
         start = pos + _HEADER.size
         if not 2 <= length <= MAX_ENTRY:
             if any(data[pos:]):
@@ -130,10 +142,11 @@ def read_segment(path: Path, is_last: bool = False) -> tuple[list[Entry], int, i
             break
         body = data[start:start + length]
         pos = start + length
-        if zlib.crc32(body, zlib.crc32(_SEQ.pack(seq))) != crc:
+        if zlib.crc32(body, zlib.crc32(_CRC_FIELDS.pack(flagged, seq))) != crc:
             corrupt += 1
-            log.error("journal: %s: entry at offset %d (seq %d) fails its CRC; skipping it",
-                      path, start - _HEADER.size, seq)
+            log.error("journal: %s: entry at offset %d (seq %d) fails its CRC; skipping it%s",
+                      path, start - _HEADER.size, seq, " and its group" if group else "")
+            group = []
             continue
         try:
             record = json.loads(body)
@@ -142,8 +155,14 @@ def read_segment(path: Path, is_last: bool = False) -> tuple[list[Entry], int, i
         except (ValueError, UnicodeDecodeError) as exc:
             corrupt += 1
             log.error("journal: %s: entry seq %d is not a JSON record (%s); skipping it", path, seq, exc)
+            group = []
             continue
-        entries.append(Entry(seq, record))
+        group.append(Entry(seq, record))
+        if not more:
+            entries.extend(group)
+            group = []
+    if group and not torn:
+        torn += 1  # the file ends inside a group: its last entry was never written
     if torn:
         level = logging.WARNING if is_last else logging.ERROR
         log.log(level, "journal: %s ends in a torn entry after %d entries (a crash mid-write); ignored",
@@ -277,13 +296,23 @@ class Journal:
     def append(self, record: dict[str, Any]) -> int:
         """Write one record (page cache; see module doc); returns its seq.  :class:`JournalError`
         when the journal is broken (and from now on until :meth:`recover`)."""
+        return self.append_many([record])[0]
+
+    def append_many(self, records: list[dict[str, Any]]) -> list[int]:
+        """Write ``records`` with one ``write()`` (all or, after a crash, none of them readable:
+        an entry cut short is a torn tail); returns their seqs.  Errors as :meth:`append`."""
         if self.error is not None:
             raise JournalError(self.error)
+        if not records:
+            return []
         with self._lock:
-            seq = self._next
-            data = encode_entry(seq, record)
+            first = self._next
+            data = encode_group(first, records)
             if self._size and self._size + len(data) > self.segment_bytes:
                 self._start_segment()
+                if self._next != first:  # a failed write's file was in the way: seqs moved on
+                    first = self._next
+                    data = encode_group(first, records)
             try:
                 view = memoryview(data)
                 while view:
@@ -291,13 +320,14 @@ class Journal:
             except OSError as exc:
                 # A partial entry may be in the file: nothing more goes after it (recover() rolls).
                 raise self._fail(_os_error("write to", self._segments[-1].path, exc)) from exc
-            self._next = seq + 1
+            seqs = list(range(first, first + len(records)))
+            self._next = first + len(records)
             self._size += len(data)
             self._dirty = True
-            self._segments[-1].last = seq
-            self._pending.add(seq)
-        self.counts["appended"] += 1
-        return seq
+            self._segments[-1].last = seqs[-1]
+            self._pending.update(seqs)
+        self.counts["appended"] += len(records)
+        return seqs
 
     def handed_over(self, seq: Any) -> None:
         """Record ``seq`` as handed over for good (thread-safe; the enqueuer's ``on_handover``)."""
@@ -392,7 +422,7 @@ class Journal:
         """Stop the sync thread after a last sync; close the segment.  Idempotent."""
         self._closing.set()
         if self._thread is not None:
-            self._thread.join(10)
+            self._thread.join(2.0)  # a last fsync takes ms; bounded so a hung disk cannot hold up the stop
         with self._lock:
             fds = [*self._to_close, self._fd] if self._fd >= 0 else list(self._to_close)
             self._to_close, self._fd = [], -1

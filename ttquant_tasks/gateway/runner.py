@@ -126,6 +126,7 @@ class Gateway:
         self.journal = journal if journal is not None else Journal(journal_dir(settings.home),
                                                                    hold_for_checkpoint=True)
         self._journaled_last = False  # whether the last submitted record is in the journal
+        self._batch: list[dict[str, Any]] | None = None  # records of the order being handled
         self._journal_positions: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
         self._next_journal_try = 0.0
         self.service = OrderService(exchange=exchange, limits=limits, submit=self._submit,
@@ -140,21 +141,33 @@ class Gateway:
                                        "journal_replayed": 0, "journal_refused": 0, "not_journaled": 0}
 
     def _submit(self, record: dict[str, Any]) -> None:
+        if self._batch is not None:  # inside an order: journaled together (see _on_order)
+            self._batch.append(record)
+        else:
+            self._hand_over([record])
+
+    def _hand_over(self, records: list[dict[str, Any]]) -> bool:
+        """Journal ``records`` (one write), then give them to the enqueuer; True when journaled."""
         assert self.enqueuer is not None, "records are only produced while running"
-        seq: int | None = None
-        if self.journal.healthy:
+        seqs: list[int] | None = None
+        if records and self.journal.healthy:
             try:
-                seq = self.journal.append(record)
+                seqs = self.journal.append_many(records)
             except JournalError as exc:  # logged by the journal; from now on orders are refused
                 log.error("gateway: JOURNAL UNAVAILABLE: %s; orders are rejected (code %d) until it is "
                           "writable again", exc, Code.JOURNAL_UNAVAILABLE)
-        if seq is None:
-            self.counts["not_journaled"] += 1
-        self._journaled_last = seq is not None
-        self.enqueuer.submit(record, seq)
+        if seqs is None:
+            self.counts["not_journaled"] += len(records)
+        for i, record in enumerate(records):
+            self.enqueuer.submit(record, seqs[i] if seqs is not None else None)
+        self._journaled_last = seqs is not None
+        return self._journaled_last
 
     def _gate(self) -> Rejection | None:
-        """Refuse an order whose NEW record could not be journaled (asked before it is executed)."""
+        """Journal the order's NEW record now; refuse the order (before it is executed) if that failed."""
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self._hand_over(batch)
         if self._journaled_last:
             return None
         self.counts["journal_refused"] += 1
@@ -264,12 +277,20 @@ class Gateway:
             self.service.counts["unanswerable"] += 1
             log.warning("gateway: order message with %d frames (expected 1) ignored", len(frames))
             return
+        # The order's NEW record is journaled before it is executed (``_gate``); its other records
+        # (fills, position snapshots, final status) together in one write, before any trade goes
+        # out: a SIGKILL leaves all of them or none, never a fill without its position snapshot.
+        self._batch = []
         try:
             out = self.service.handle(frames[0])
         except Exception:  # a bug or an adapter that raised: log it, keep serving the others
             self.counts["errors"] += 1
             log.exception("gateway: error handling an order")
             return
+        finally:
+            batch, self._batch = self._batch, None
+            if batch:
+                self._hand_over(batch)
         for topic, body in out:
             trades.send_frames(topic, body)
 
