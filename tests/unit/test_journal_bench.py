@@ -15,9 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from ttquant_tasks.bus.codec import encode_order
+from ttquant_tasks.gateway.exchanges.paper import PaperExchange
 from ttquant_tasks.gateway.journal import Journal
 from ttquant_tasks.gateway.orders import Fill
 from ttquant_tasks.gateway.records import fill_record
+from ttquant_tasks.gateway.risk import limits_from_mapping
+from ttquant_tasks.gateway.service import OrderService
 
 pytestmark = pytest.mark.bench
 
@@ -70,3 +74,35 @@ def test_fsync_per_record_for_comparison(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     print("FSYNC_PER_RECORD " + json.dumps(_figures(samples)))
+
+
+def test_added_latency_per_filled_order(tmp_path: Path) -> None:
+    """What the gateway adds per market order that fills: its NEW record in one write, then the
+    fill, position snapshot and final status in another (``Gateway._on_order``); compared with
+    ``OrderService.handle`` alone (decode, risk, paper fill, encode the trade)."""
+    journal = Journal(tmp_path / "journal")
+    journal.open()
+    records: list[dict[str, object]] = []
+    service = OrderService(exchange=PaperExchange(), limits=limits_from_mapping({"positions": {"default_max": "1e9"}}),
+                           submit=records.append, exchange_name="paper")
+    service.on_price("BTCUSDT", Decimal("64321.1"))
+    handle_ns, journal_ns = [], []
+    try:
+        for i in range(5000):
+            msg = encode_order(order_id=f"o-{i}", strategy_id="s1", symbol="BTCUSDT", price=0.0, quantity="0.003",
+                               side="BUY" if i % 2 else "SELL", timestamp=time.time_ns())
+            records.clear()
+            t0 = time.perf_counter_ns()
+            service.handle(msg)
+            t1 = time.perf_counter_ns()
+            seqs = journal.append_many(records[:1]) + journal.append_many(records[1:])
+            t2 = time.perf_counter_ns()
+            handle_ns.append(t1 - t0)
+            journal_ns.append(t2 - t1)
+            for seq in seqs:
+                journal.handed_over(seq)
+            time.sleep(0.0002)
+    finally:
+        journal.close()
+    print("ORDER_HANDLE " + json.dumps(_figures(handle_ns)))
+    print("ORDER_JOURNAL_ADDED " + json.dumps({**_figures(journal_ns), "records_per_order": len(records)}))

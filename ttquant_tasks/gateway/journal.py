@@ -74,9 +74,12 @@ def _os_error(action: str, path: Path, exc: OSError) -> JournalError:
     return JournalError(f"journal: cannot {action} {path}: {reason}")
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)  # records are flat: ~1 us less
+
+
 def encode_entry(seq: int, record: dict[str, Any], more: bool = False) -> bytes:
     """One entry's bytes (see module doc); ``more``: the next entry belongs to the same group."""
-    body = json.dumps(record, separators=(",", ":")).encode()
+    body = _ENCODER.encode(record).encode()
     length = len(body) | (_MORE if more else 0)
     return _HEADER.pack(length, zlib.crc32(body, zlib.crc32(_CRC_FIELDS.pack(length, seq))), seq) + body
 

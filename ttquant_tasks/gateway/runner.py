@@ -33,7 +33,8 @@ database up.  That choice keeps strategies running through a database outage at 
 operator who prefers not to trade blind watches for ``POSITIONS NOT RESTORED``.
 
 Stop (SIGTERM/SIGINT when run on the main thread, or ``stop``): stop reading orders, hand queued
-records to the broker or the spool (at most ~3 s, inside honcho's 5 s), close the sockets.
+records to the broker or the spool (at most ~3 s, inside honcho's 5 s), fsync and trim the journal
+(nothing is left to replay after a clean stop), close the sockets.
 """
 
 from __future__ import annotations
