@@ -118,8 +118,11 @@ class _Segment:
     last: int  # seq of its last entry; first - 1 when it has none
 
 
-def read_segment(path: Path, is_last: bool = False) -> tuple[list[Entry], int, int]:
-    """``(entries, corrupt, torn)`` of one segment file.  Never raises on bad content."""
+def read_segment(path: Path) -> tuple[list[Entry], int, int]:
+    """``(entries, corrupt, torn)`` of one segment file.  Never raises on bad content.
+
+    A torn tail can end any segment, not only the newest: each start writes a new segment after
+    the one a crash cut short."""
     data = path.read_bytes()
     entries: list[Entry] = []
     group: list[Entry] = []  # entries of a group whose last entry has not been read yet
@@ -167,9 +170,8 @@ def read_segment(path: Path, is_last: bool = False) -> tuple[list[Entry], int, i
     if group and not torn:
         torn += 1  # the file ends inside a group: its last entry was never written
     if torn:
-        level = logging.WARNING if is_last else logging.ERROR
-        log.log(level, "journal: %s ends in a torn entry after %d entries (a crash mid-write); ignored",
-                path, len(entries))
+        log.warning("journal: %s ends in a torn entry after %d entries (a crash mid-write); ignored",
+                    path, len(entries))
     return entries, corrupt, torn
 
 
@@ -222,10 +224,10 @@ class Journal:
         corrupt = torn = 0
         next_seq = max(mark + 1, next_at_least)
         names = sorted(p for p in self._list() if _NAME_RE.match(p.name))
-        for i, path in enumerate(names):
+        for path in names:
             first = int(path.name[:16])
             try:
-                found, bad, cut = read_segment(path, is_last=i == len(names) - 1)
+                found, bad, cut = read_segment(path)
                 size = path.stat().st_size
             except OSError as exc:
                 raise self._fail(_os_error("read", path, exc)) from exc
