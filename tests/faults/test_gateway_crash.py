@@ -2,25 +2,26 @@
 
 What the gateway promises across a SIGKILL (and this test checks, by counting):
 
-* **Nothing twice.**  Every trade id is stored at most once; every trade a strategy received on ZMQ
-  is stored at most once.
-* **Handed over means stored.**  A record reaches PostgreSQL once the gateway's enqueuer thread has
-  handed it to the broker (or, when the broker refused or hung, to the fsynced spool
-  ``$TTQUANT_HOME/gateway-spool``, replayed in order by the next gateway start).
-* **What may be lost is a tail, never a hole.**  Records still in the killed gateway's *in-memory*
-  enqueuer queue (at most ``TTQUANT_ENQUEUE_QUEUE_MAX``; normally the last few milliseconds of
-  orders) die with the process, like orders still in its ZMQ receive buffer (those are never
-  answered).  Records are handed over strictly in submission order, so the trades a strategy
-  received but that are not stored are a *suffix* of what the killed gateway answered -- never one
-  in the middle.  The spool does not protect the in-memory queue: it holds only what the broker did
-  not take.
-* **Every stored trade has its order row** (the order's NEW record is submitted before its trades).
-* **After the restart nothing is lost** (a clean SIGTERM at the end hands every record over), and
-  positions continue from the database: ``latest_positions`` equals the sum of the stored fills.
+* **Nothing lost.**  Every record is appended to the write-ahead journal
+  (``$TTQUANT_HOME/gateway-journal``, :mod:`ttquant_tasks.gateway.journal`) before the order's trade
+  is published on ZMQ, so every trade a strategy received, and the final status of every order it
+  got an answer for, is stored once the restarted gateway replayed its journal -- also the records
+  that were still in the killed gateway's in-memory enqueuer queue.  To make sure there are such
+  records at the kill, the gateway's broker connection hangs (TCP accepted, never answered) for
+  the last seconds before it: its publishes time out, and records pile up in memory in the
+  meantime.  Orders still in its ZMQ receive buffer are never answered (and not stored).
+* **Nothing twice.**  Every trade id is published at most once and stored at most once; every
+  fill has exactly one position snapshot.
+* **Every stored trade has its order row** (the order's NEW record is journaled and replayed
+  before its trades).
+* **Positions continue**: the restart happens at once, while the worker is still behind; the
+  gateway continues from its saved positions and the journal's newer snapshots, so
+  ``latest_positions`` equals the sum of the stored fills.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -40,6 +41,7 @@ import zmq
 
 from tests.support.services import free_port
 from tests.support.stack import client_app
+from tests.support.tcpproxy import TcpProxy
 from tests.support.waiting import wait_for
 from ttquant_tasks.bus.codec import decode_trade, encode_order, trade_quantity
 from ttquant_tasks.bus.zmq import MarketDataPublisher
@@ -148,7 +150,7 @@ def _shut_down(strategy: Any, prices: Any, gw: subprocess.Popen[Any], out: IO[An
     out.close()
 
 
-def test_gateway_sigkill_mid_flow_loses_only_a_tail_and_restart_resumes(
+def test_gateway_sigkill_mid_flow_loses_nothing_and_restart_resumes(
         schema_db: str, redis_url: str, tmp_path: Path, stack_env: Callable[..., dict[str, str]],
         start_worker: Callable[..., Any]) -> None:
     from ttquant_tasks.tasks.parking import queue_depths
@@ -157,42 +159,52 @@ def test_gateway_sigkill_mid_flow_loses_only_a_tail_and_restart_resumes(
     pull, trade, md = (f"tcp://127.0.0.1:{free_port()}" for _ in range(3))
     risk = tmp_path / "risk.toml"
     risk.write_text(RISK)
+    base, db = redis_url.rsplit("/", 1)
+    proxy = TcpProxy(int(base.rsplit(":", 1)[1]))  # the gateway's way to the broker; the worker's is direct
     env = stack_env(schema_db, redis_url, ZMQ_PULL_ENDPOINT=pull, ZMQ_TRADE_ENDPOINT=trade, TTQUANT_MD_CONNECT=md,
                     TTQUANT_RISK_FILE=str(risk), TTQUANT_PUBLISH_TIMEOUT="1")
+    gw_env = {**env, "CELERY_BROKER_URL": f"redis://127.0.0.1:{proxy.port}/{db}"}
     start_worker(env, queues="orders")
     app = client_app(env)
     prices = PriceFeed(md)
     prices.start()
     prices.bound.wait(10)
     log = tmp_path / "gateway.log"
-    gw, out = start_gateway(env, log)
+    gw, out = start_gateway(gw_env, log)
     strategy = StrategyClient(pull, trade, sid, rate=40)
     strategy.start()
-    spool = Path(env["TTQUANT_HOME"]) / "gateway-spool"
+    home = Path(env["TTQUANT_HOME"])
     try:
         wait_for(lambda: sum(r.status == "FILLED" for r in strategy.received) >= 60, timeout=90,
                  what="fills from the first gateway")
+        proxy.set_mode("hang")  # publishes now time out after 1 s; records wait in memory meanwhile
+        wait_for(lambda: list((home / "gateway-spool").glob("*.json")), timeout=60, what="the gateway spooling")
+        hung_fills = sum(r.status == "FILLED" for r in strategy.received)
+        wait_for(lambda: sum(r.status == "FILLED" for r in strategy.received) >= hung_fills + 60, timeout=90,
+                 what="fills while the broker hangs")
         kill_ns = time.time_ns()
-        gw.send_signal(signal.SIGKILL)  # orders keep coming: some sit in its receive buffer, some in ours
+        gw.send_signal(signal.SIGKILL)  # orders keep coming: some sit in its receive buffer
         gw.wait(10)
         out.close()
-        spooled_at_kill = sorted(p.name for p in spool.glob("*.json"))
-        # Let the worker catch up before the restart: a gateway that restores while records of the
-        # previous run are still queued starts from stale positions (a known bug, shown by
-        # test_restart_with_records_still_queued_restores_stale_positions below).
-        wait_for(lambda: queue_depths(app, ("orders",))["orders"] == 0, timeout=90, what="orders queue drained")
-        time.sleep(1)  # the task in flight commits
-        gw, out = start_gateway(env, log)
+        spooled_at_kill = len(list((home / "gateway-spool").glob("*.json")))
+        proxy.set_mode("forward")
+        gw, out = start_gateway(gw_env, log)  # at once: the worker is still behind
         wait_for(lambda: sum(r.trade_time > kill_ns and r.status == "FILLED" for r in strategy.received) >= 60,
                  timeout=90, what="fills from the restarted gateway")
         strategy.sending.clear()
-        time.sleep(1)  # the answers to the last orders
+        sent = len(strategy.sent)
+        # the answers to the last orders: every order sent after the restart is answered
+        wait_for(lambda: {r.order_id for r in strategy.received} >= set(strategy.sent[sent - 20:sent]),
+                 timeout=60, what="answers to the last orders")
         gw.send_signal(signal.SIGTERM)
         assert gw.wait(30) == 0, log.read_text()[-3000:]
     finally:
         _shut_down(strategy, prices, gw, out)
+        proxy.close()
     text = log.read_text()
     assert "restored" in text and "POSITIONS NOT RESTORED" not in text, text[-3000:]
+    replayed = [int(line.split("replaying ")[1].split()[0]) for line in text.splitlines()
+                if "journaled records not known to be handed over" in line]
 
     received = strategy.received
     ids = [r.trade_id for r in received]
@@ -200,45 +212,45 @@ def test_gateway_sigkill_mid_flow_loses_only_a_tail_and_restart_resumes(
     before = [r for r in received if r.trade_time < kill_ns]
     after = [r for r in received if r.trade_time > kill_ns]
     assert len(before) + len(after) == len(received)
-    wait_for(lambda: queue_depths(app, ("orders",))["orders"] == 0, timeout=90, what="orders queue drained")
-    after_ids = {r.trade_id for r in after}
+    received_ids = set(ids)
 
     def stored_trade_ids() -> set[str]:
         return {r[0] for r in rows(schema_db, "SELECT trade_id FROM trades WHERE strategy_id = %s", sid)}
 
-    wait_for(lambda: after_ids <= stored_trade_ids(), timeout=90, what="every post-restart trade stored")
+    def settled() -> bool:
+        return queue_depths(app, ("orders",))["orders"] == 0 and received_ids <= stored_trade_ids()
+
+    with contextlib.suppress(AssertionError):  # the assertions below say what is missing
+        wait_for(settled, timeout=120, what="every received trade stored")
     time.sleep(1)  # a straggling duplicate would land now
     stored = stored_trade_ids()
     dup = rows(schema_db, "SELECT trade_id FROM trades WHERE strategy_id = %s GROUP BY trade_id HAVING count(*) > 1",
                sid)
     assert dup == []
-
-    # Lost records are the tail the killed gateway had not handed over: a suffix, never a hole.
-    lost = [r.trade_id for r in before if r.trade_id not in stored]
-    first_lost = next((i for i, r in enumerate(before) if r.trade_id not in stored), len(before))
-    assert all(r.trade_id not in stored for r in before[first_lost:]), \
-        f"a trade after a lost one was stored: lost {lost}, stored after it " \
-        f"{[r.trade_id for r in before[first_lost:] if r.trade_id in stored]}"
+    lost = sorted(received_ids - stored)
+    assert lost == [], f"{len(lost)} trades the strategy received are not stored: {lost[:5]}"
 
     orders = {r[0]: r[1] for r in rows(schema_db, "SELECT order_id, status FROM orders WHERE strategy_id = %s", sid)}
     stored_rows = rows(schema_db, "SELECT order_id, side, filled_volume, status FROM trades WHERE strategy_id = %s",
                        sid)
     missing_orders = {r[0] for r in stored_rows} - set(orders)
     assert not missing_orders, f"trades without their order row: {sorted(missing_orders)[:5]}"
-    for r in after:  # after the restart every answered order reaches its final status
-        assert orders[r.order_id] == ("FILLED" if r.status == "FILLED" else "REJECTED"), r.order_id
+    for r in received:  # before the kill too: every answered order reached its final status
+        assert orders.get(r.order_id) == ("FILLED" if r.status == "FILLED" else "REJECTED"), r.order_id
 
     fills = sum((Decimal(v) if side == "BUY" else -Decimal(v)
                  for _, side, v, status in stored_rows if status == "FILLED"), Decimal(0))
+    n_fills = sum(status == "FILLED" for *_, status in stored_rows)
+    n_snapshots = rows(schema_db, "SELECT count(*) FROM positions WHERE strategy_id = %s", sid)[0][0]
+    assert n_snapshots == n_fills, f"{n_snapshots} position snapshots for {n_fills} fills"
     latest = rows(schema_db, "SELECT position FROM latest_positions WHERE strategy_id = %s AND symbol = 'BTCUSDT'",
                   sid)
-    assert latest and Decimal(latest[0][0]) == fills, \
-        f"latest_positions {latest} != sum of stored fills {fills} (lost at the kill: {lost})"
+    assert latest and Decimal(latest[0][0]) == fills, f"latest_positions {latest} != sum of stored fills {fills}"
     figures = {"orders_sent": len(strategy.sent), "trades_received": len(received),
                "received_before_kill": len(before), "received_after_restart": len(after),
                "trades_stored": len(stored), "received_not_stored": len(lost),
-               "stored_not_received": len(stored - set(ids)), "spool_files_at_kill": len(spooled_at_kill),
-               "duplicates": 0, "position": str(fills)}
+               "stored_not_received": len(stored - received_ids), "spool_files_at_kill": spooled_at_kill,
+               "journal_replayed": replayed, "duplicates": len(dup), "position": str(fills)}
     print("GATEWAY_CRASH " + json.dumps(figures))
 
 

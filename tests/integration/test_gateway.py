@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import threading
 import time
 import uuid
@@ -23,6 +24,7 @@ from tests.support.waiting import wait_for
 from ttquant_tasks.bus.codec import Trade, decode_trade, encode_order, trade_quantity
 from ttquant_tasks.bus.zmq import MarketDataPublisher
 from ttquant_tasks.gateway.exchanges.paper import PaperExchange
+from ttquant_tasks.gateway.journal import Journal, journal_dir
 from ttquant_tasks.gateway.positions import Position
 from ttquant_tasks.gateway.risk import RiskLimits, limits_from_mapping
 from ttquant_tasks.gateway.runner import Gateway
@@ -328,3 +330,69 @@ def test_database_down_trades_still_flow_rows_land_after(
     assert len(orders) == 5 and len(trades) == 5 and len(positions) == 5
     assert positions[-1][:3] == (Decimal("0.5"), Decimal("100"), Decimal("-0.05"))
     publisher.close()
+
+
+# ---------------------------------------------------------------- write-ahead journal
+
+
+def test_unwritable_journal_rejects_orders_with_1011_and_keeps_serving(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sink = Sink()
+    settings = gateway_settings(tmp_path, None, None)
+    settings.home.mkdir(parents=True)
+    blocker = journal_dir(settings.home)
+    blocker.write_text("a file where the journal directory should be")
+    with caplog.at_level(logging.ERROR), \
+            running(settings, publish=sink, limits=limits_from_mapping(PERMISSIVE)) as gw:
+        gw.set_price("BTCUSDT", "100")  # market data is still read
+        gw.strategy.send(order("j1", "s", "1"))
+        (trade,) = gw.strategy.wait("j1")["j1"]
+        assert (trade.status, trade.error_code, trade.is_retryable) == ("REJECTED", 1011, True)
+        assert str(blocker) in trade.error_message and "not executed" in trade.error_message
+        assert gw.gateway.service.positions == {}  # never executed
+        assert gw.gateway.stats()["journal_refused"] >= 1 and gw.thread.is_alive()
+        blocker.unlink()  # the operator fixes it: orders go through again (journal retried every 5 s)
+        n = iter(range(1000))
+
+        def accepted() -> bool:
+            oid = f"j-after-{next(n)}"
+            gw.strategy.send(order(oid, "s", "0.1"))
+            return gw.strategy.wait(oid)[oid][0].status == "FILLED"
+
+        wait_for(accepted, timeout=60, interval=0.5, what="orders accepted once the journal is writable")
+        assert gw.gateway.journal.healthy
+    assert "JOURNAL UNAVAILABLE" in caplog.text and str(blocker) in caplog.text
+    statuses = {r["order_id"]: r["status"] for r in sink.records if r["kind"] == "order"}
+    assert statuses["j1"] == "REJECTED"
+    assert any(r["kind"] == "trade" and r.get("error_code") == 1011 for r in sink.records)
+    # records of orders accepted after the recovery are journaled: a clean stop handed them all over
+    after = Journal(journal_dir(settings.home))
+    assert after.open().to_replay == []
+    after.close()
+
+
+def test_start_replays_the_journal_before_serving_and_restores_its_positions(tmp_path: Path) -> None:
+    settings = gateway_settings(tmp_path, None, None)
+    old = Journal(journal_dir(settings.home))
+    old.open()
+    new = {"kind": "order", "version": 1, "chunk_id": "order:o-1:NEW", "order_id": "o-1", "status": "NEW"}
+    fill = {"kind": "trade", "version": 1, "chunk_id": "trade:t-1", "trade_id": "t-1", "order_id": "o-1"}
+    snap = {"kind": "position", "version": 1, "chunk_id": "position:s:BTCUSDT:1", "strategy_id": "s",
+            "symbol": "BTCUSDT", "position": "0.3", "avg_price": "100", "realized_pnl": "-0.03", "fees": "0.03",
+            "time_ns": 1}
+    for r in (new, fill, snap):
+        old.append(r)
+    # no close: as after a SIGKILL (the entries are in the page cache, nothing was handed over)
+    sink = Sink()
+    with running(settings, publish=sink, limits=limits_from_mapping(PERMISSIVE)) as gw:
+        assert sink.records[:3] == [new, fill, snap]  # first, in journal order
+        assert gw.gateway.service.position("s", "BTCUSDT") == Position(
+            "s", "BTCUSDT", Decimal("0.3"), Decimal("100"), Decimal("-0.03"), Decimal("0.03"))
+        gw.set_price("BTCUSDT", "100")
+        gw.strategy.send(order("o-2", "s", "0.1"))
+        assert gw.strategy.wait("o-2")["o-2"][0].status == "FILLED"
+        assert gw.gateway.service.position("s", "BTCUSDT").quantity == Decimal("0.4")
+    old.close()
+    after = Journal(journal_dir(settings.home))
+    assert after.open().to_replay == []  # all handed over at the stop
+    after.close()

@@ -217,3 +217,60 @@ def test_close_with_a_spool_backlog_moves_the_queue_behind_it(
         rest.remove(item[0])
     assert broker.got + ids == list(range(6))
     assert e.stats()["lost"] == 0
+
+
+def test_tagged_chunks_are_reported_once_published_or_spooled_and_untagged_never(
+        tmp_path: Path, broker: Broker) -> None:
+    handed: list[Any] = []
+    e = Enqueuer(broker, Spool(tmp_path / "spool"), 2, retry_interval=0.05, on_handover=handed.append)
+    try:
+        e.submit(chunk(0), tag="t0")
+        e.submit(chunk(1))  # no tag (the feed): no callback
+        wait_for(lambda: broker.got == [0, 1], "published")
+        assert handed == ["t0"]
+        broker.gate.clear()  # hung broker: 2 in publish, 3-4 queued, 5-6 spilled to the spool at once
+        broker.entered.clear()
+        e.submit(chunk(2), tag="t2")
+        assert broker.entered.wait(WAIT)
+        for i in range(3, 7):
+            e.submit(chunk(i), tag=f"t{i}")
+        assert sorted(handed) == ["t0", "t5", "t6"]  # the spool took them durably: handed over
+        broker.gate.set()
+        wait_for(lambda: len(broker.got) == 7, "the rest published")
+        wait_for(lambda: sorted(handed) == ["t0", "t2", "t3", "t4", "t5", "t6"], "every tag reported")
+        assert broker.got == list(range(7))  # spool replays are not reported a second time
+    finally:
+        broker.gate.set()
+        e.close(5)
+
+
+def test_a_lost_chunk_is_never_reported_handed_over(tmp_path: Path, broker: Broker) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    broker.down = True
+    handed: list[Any] = []
+    e = Enqueuer(broker, Spool(blocker / "spool"), 1, retry_interval=0.05, on_handover=handed.append)
+    try:
+        e.submit(chunk(0), tag=0)
+        wait_for(lambda: broker.attempts >= 1, "the first publish attempt")
+        for i in range(1, 5):
+            e.submit(chunk(i), tag=i)
+        assert e.stats()["lost"] == 3 and handed == []
+        broker.down = False
+        wait_for(lambda: broker.got == [0, 1], "held chunks published")
+        wait_for(lambda: handed == [0, 1], "held chunks reported")
+    finally:
+        e.close(5)
+
+
+def test_a_failing_handover_callback_does_not_stop_publishing(tmp_path: Path, broker: Broker) -> None:
+    def boom(tag: Any) -> None:
+        raise RuntimeError("callback bug")
+
+    e = Enqueuer(broker, Spool(tmp_path / "spool"), 10, retry_interval=0.05, on_handover=boom)
+    try:
+        for i in range(3):
+            e.submit(chunk(i), tag=i)
+        wait_for(lambda: broker.got == [0, 1, 2], "published despite the callback")
+    finally:
+        e.close(5)

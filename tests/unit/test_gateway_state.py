@@ -36,3 +36,27 @@ def test_unreadable_record_is_ignored(tmp_path: Path) -> None:
     assert state.load(path) is None
     path.write_text("not json")
     assert state.load(path) is None
+
+
+def test_journal_snapshots_newer_than_the_save_win(tmp_path: Path) -> None:
+    path = state.state_path(tmp_path)
+    assert state.saved_journal_seq(path) is None
+    assert state.save(path, [pos("a", "1")], saved_ns=123, journal_seq=10)
+    assert state.saved_journal_seq(path) == 10
+
+    def snap(qty: str) -> dict[str, str]:
+        return {"kind": "position", "position": qty, "avg_price": "64000.5", "realized_pnl": "-0.5", "fees": "0.5"}
+
+    journal = {("a", "BTCUSDT"): (11, snap("1.5")), ("b", "BTCUSDT"): (9, snap("7")),
+               ("c", "BTCUSDT"): (12, snap("2"))}
+    merged = {p.strategy_id: p for p in state.from_journal([pos("a", "1"), pos("b", "5")], journal, saved_seq=10)}
+    assert {k: p.quantity for k, p in merged.items()} == {"a": Decimal("1.5"), "b": Decimal("5"), "c": Decimal("2")}
+    assert merged["a"].fees == Decimal("0.5") and merged["a"].realized_pnl == Decimal("-0.5")
+    # no saved record (or one from before the journal): every journaled snapshot is newer
+    unsaved = {p.strategy_id: p.quantity for p in state.from_journal([pos("b", "5")], journal, saved_seq=None)}
+    assert unsaved == {"a": Decimal("1.5"), "b": Decimal("7"), "c": Decimal("2")}
+
+
+def test_unreadable_journal_snapshot_is_ignored() -> None:
+    journal = {("a", "BTCUSDT"): (11, {"kind": "position", "position": "not a number"})}
+    assert state.from_journal([pos("a", "1")], journal, saved_seq=None) == [pos("a", "1")]

@@ -10,6 +10,11 @@ publishes the oldest chunk it has, whether in the queue or in the spool.  So chu
 broker in submission order, across outages, overflows and restarts (a new Enqueuer replays the
 spool first).  Delivery is at least once: a publish that fails after the broker took the message
 is sent again; the writes downstream are idempotent.
+
+Hand-over: a chunk submitted with a ``tag`` is reported to ``on_handover(tag)`` once it is safe
+without the caller -- the broker accepted it, or the spool took it durably (fsync) -- from
+whichever thread did that (the enqueuer's, or the caller's when the queue was full).  The gateway
+uses it to trim its write-ahead journal; the feed passes no tag and no callback.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from .spool import Spool
 log = logging.getLogger(__name__)
 
 Payload = dict[str, Any]
+Item = tuple[int, Payload, Any]  # (submission number, payload, tag)
 _POLL = 0.05  # s: how often an idle thread looks at the spool and the close flag
 _SPOOL_LOG_INTERVAL = 10.0  # s: at most one spool error per interval (a full disk repeats)
 
@@ -38,13 +44,15 @@ class Enqueuer:
     """
 
     def __init__(self, publish: Callable[[Payload], None], spool: Spool, queue_max: int,
-                 retry_interval: float = 1.0, name: str = "ttquant-enqueuer") -> None:
+                 retry_interval: float = 1.0, name: str = "ttquant-enqueuer",
+                 on_handover: Callable[[Any], None] | None = None) -> None:
         if queue_max < 1:
             raise ValueError(f"queue_max must be >= 1, got {queue_max}")
         self._publish = publish
+        self._on_handover = on_handover
         self.spool = spool
         self.retry_interval = retry_interval
-        self._queue: queue.Queue[tuple[int, Payload]] = queue.Queue(maxsize=queue_max)
+        self._queue: queue.Queue[Item] = queue.Queue(maxsize=queue_max)
         self._submit_lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._next_seq = spool.next_seq
@@ -58,19 +66,21 @@ class Enqueuer:
         self._thread.start()
 
     # ---- caller side ---------------------------------------------------------------------------
-    def submit(self, payload: Payload) -> None:
-        """Hand over one chunk.  Never blocks on the broker; writes to disk only when the queue is full."""
+    def submit(self, payload: Payload, tag: Any = None) -> None:
+        """Hand over one chunk.  Never blocks on the broker; writes to disk only when the queue is full.
+
+        ``tag`` (not None) is passed to ``on_handover`` once the chunk is published or spooled."""
         with self._submit_lock:  # seq order == queue order, also with several submitting threads
             seq = self._next_seq
             self._next_seq += 1
             self._count("submitted")
             if not self._closed:
                 try:
-                    self._queue.put_nowait((seq, payload))
+                    self._queue.put_nowait((seq, payload, tag))
                     return
                 except queue.Full:
                     pass
-            self._to_spool(seq, payload)
+            self._to_spool(seq, payload, tag)
 
     def stats(self) -> dict[str, Any]:
         """Counters plus the queue depth, spool size (chunks, ticks) and whether the broker answers."""
@@ -96,7 +106,15 @@ class Enqueuer:
         with self._count_lock:
             self.counts[name] += n
 
-    def _to_spool(self, seq: int, payload: Payload, lose: bool = True) -> bool:
+    def _handed_over(self, tag: Any) -> None:
+        if tag is None or self._on_handover is None:
+            return
+        try:
+            self._on_handover(tag)
+        except Exception:  # the callback's bug must not stop publishing
+            log.exception("enqueuer: on_handover(%r) failed", tag)
+
+    def _to_spool(self, seq: int, payload: Payload, tag: Any = None, lose: bool = True) -> bool:
         """Spool one chunk; on failure count it lost (``lose``) or leave it to the caller to hold."""
         try:
             self.spool.append(payload, seq=seq)
@@ -114,15 +132,16 @@ class Enqueuer:
                               exc, self._queue.qsize())
             return False
         self._count("spooled")
+        self._handed_over(tag)
         return True
 
     def _spool_queue(self) -> None:
         while True:
             try:
-                seq, payload = self._queue.get_nowait()
+                item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            self._to_spool(seq, payload)
+            self._to_spool(*item)
 
     def _try_publish(self, payload: Payload) -> bool:
         try:
@@ -141,7 +160,7 @@ class Enqueuer:
 
     # ---- the thread ----------------------------------------------------------------------------
     def _run(self) -> None:
-        held: tuple[int, Payload] | None = None  # taken from the queue, not yet published or spooled
+        held: Item | None = None  # taken from the queue, not yet published or spooled
         while True:
             try:
                 if held is None:
@@ -169,6 +188,7 @@ class Enqueuer:
                 elif held is not None:
                     if self._try_publish(held[1]):
                         self._count("published")
+                        self._handed_over(held[2])
                         held = None
                     elif self._to_spool(*held, lose=False):
                         held = None
@@ -183,7 +203,7 @@ class Enqueuer:
                     return
                 self._closing.wait(self.retry_interval)
 
-    def _replay_oldest(self, held: tuple[int, Payload] | None) -> None:
+    def _replay_oldest(self, held: Item | None) -> None:
         item = self.spool.peek_oldest()
         if item is None:  # the oldest was corrupt and moved aside
             return

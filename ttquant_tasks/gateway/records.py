@@ -15,7 +15,9 @@ out of order:
   undo a FILLED.
 * ``trade``: one fill (``FILLED``) or one rejection (``REJECTED`` with code and message), keyed by
   ``trade_id``; ``realized_pnl`` is the PnL this fill realized (after its commission).
-* ``position``: a snapshot after a fill, keyed by ``(strategy_id, symbol, time_ns)``.
+* ``position``: a snapshot after a fill, keyed by ``(strategy_id, symbol, time_ns)``.  It also
+  carries ``fees`` (commissions so far; not a column, the worker ignores it) so that the gateway can
+  restore the whole position from its journal (:mod:`.journal`).
 
 Example (an order record)::
 
@@ -105,7 +107,7 @@ def position_record(pos: Position, mark: Decimal, time_ns: int) -> dict[str, Any
         "chunk_id": f"position:{pos.strategy_id}:{pos.symbol}:{time_ns}",
         "strategy_id": pos.strategy_id, "symbol": pos.symbol, "position": _dec(pos.quantity),
         "avg_price": _dec(pos.avg_price), "unrealized_pnl": _dec(unrealized_pnl(pos, mark)),
-        "realized_pnl": _dec(pos.realized_pnl), "time_ns": time_ns,
+        "realized_pnl": _dec(pos.realized_pnl), "fees": _dec(pos.fees), "time_ns": time_ns,
     }
 
 

@@ -18,6 +18,7 @@ Rejection codes (``Trade.error_code``; 1001 and 2001 are the codes TTQuant clien
     1008  notional too large        no          check_notional
     1009  invalid order fields      no          orders.order_from_fields
     1010  no market price           yes         any check that needs the last price
+    1011  journal unavailable       yes         gateway: its write-ahead journal cannot be written
     2001  exchange submission       varies      exchange adapters (429/418/5xx/timeout: yes)
     2002  not filled (IOC)          no          paper/binance: limit did not cross the market
     2003  exchange rejected order   no          binance: -2010, -1013, -11xx

@@ -7,7 +7,20 @@ Threads, and why:
   executed and answered on the trade PUB before the next one is read;
 * the *enqueuer* thread (:class:`~ttquant_tasks.feed.enqueuer.Enqueuer`, own spool directory) is
   the only one that talks to the broker; the order path only puts records on its queue, so a
-  broker or database outage never delays a trade.
+  broker or database outage never delays a trade;
+* the *journal* thread (:class:`~.journal.Journal`) fsyncs the write-ahead journal every 0.1 s and
+  trims it.
+
+Write-ahead journal: every record is appended to ``$TTQUANT_HOME/gateway-journal`` (a ``write()``
+into the page cache, microseconds) *before* it goes to the enqueuer, and so before the order's
+trade is published on ZMQ: a SIGKILL loses nothing a strategy was told.  The enqueuer reports each
+record it handed to the broker or the spool (``on_handover``), which lets the journal drop whole
+segments.  On start, before serving, every entry not known to be handed over is submitted to the
+enqueuer again, in journal order (an order's NEW record before its trades; duplicates are harmless,
+the writes are idempotent), and the newest journaled position snapshots are laid over the restored
+positions.  When the journal cannot be written, orders are answered REJECTED with code 1011
+(retryable) and not executed -- the gateway never trades without durability -- while it keeps
+reading market data; the journal is tried again every ``_JOURNAL_RETRY_S``.
 
 Start: positions are restored from the database (``load_positions``), retried for
 ``restore_timeout`` seconds, and merged with the gateway's own saved record
@@ -20,7 +33,8 @@ database up.  That choice keeps strategies running through a database outage at 
 operator who prefers not to trade blind watches for ``POSITIONS NOT RESTORED``.
 
 Stop (SIGTERM/SIGINT when run on the main thread, or ``stop``): stop reading orders, hand queued
-records to the broker or the spool (at most ~3 s, inside honcho's 5 s), close the sockets.
+records to the broker or the spool (at most ~3 s, inside honcho's 5 s), fsync and trim the journal
+(nothing is left to replay after a clean stop), close the sockets.
 """
 
 from __future__ import annotations
@@ -45,6 +59,8 @@ from ..feed.spool import Spool, SpoolError
 from ..settings import Settings
 from . import state
 from .exchanges import Exchange
+from .journal import Journal, JournalError, Recovered, journal_dir, latest_positions
+from .orders import Code, Rejection
 from .positions import Position
 from .risk import RiskLimits
 from .service import OrderService
@@ -56,6 +72,7 @@ _POLL_MS = 50  # longest the loop waits before looking at ``stop``
 _BATCH = 1000  # messages of one socket per loop turn, so neither socket starves the other
 _SAVE_EVERY_S = 1.0  # positions saved locally at most this often while fills happen (and at stop)
 _CLOSE_TIMEOUT = 3.0  # s, for the enqueuer on shutdown (honcho kills after 5 s)
+_JOURNAL_RETRY_S = 5.0  # s between attempts to use an unwritable journal again
 
 
 def gateway_spool_dir(settings: Settings) -> Path:
@@ -98,7 +115,7 @@ class Gateway:
                  load_positions: Callable[[], list[Position]] | None = None, restore_timeout: float = 10.0,
                  load_position_times: Callable[[], dict[tuple[str, str], int]] | None = None,
                  spool: Spool | None = None, retry_interval: float = 1.0,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns, journal: Journal | None = None) -> None:
         self.settings = settings
         self.md_connect = md_connect
         self._publish = publish
@@ -107,24 +124,97 @@ class Gateway:
         self.spool = spool if spool is not None else Spool(gateway_spool_dir(settings))
         self.retry_interval = retry_interval
         self.enqueuer: Enqueuer | None = None
+        self.journal = journal if journal is not None else Journal(journal_dir(settings.home),
+                                                                   hold_for_checkpoint=True)
+        self._journaled_last = False  # whether the last submitted record is in the journal
+        self._batch: list[dict[str, Any]] | None = None  # records of the order being handled
+        self._journal_positions: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        self._next_journal_try = 0.0
         self.service = OrderService(exchange=exchange, limits=limits, submit=self._submit,
-                                    exchange_name=settings.exchange, clock=clock)
+                                    exchange_name=settings.exchange, clock=clock, gate=self._gate)
         self._load_times = load_position_times
         self._state_path = state.state_path(settings.home)
         self._saved_fills = 0
         self._next_save = 0.0
         self.ready = threading.Event()  # set once the sockets are bound and connected
         self.restored: bool | None = None
-        self.counts: dict[str, Any] = {"md_bad": 0, "errors": 0, "zmq_sent": 0, "zmq_dropped": 0}
+        self.counts: dict[str, Any] = {"md_bad": 0, "errors": 0, "zmq_sent": 0, "zmq_dropped": 0,
+                                       "journal_replayed": 0, "journal_refused": 0, "not_journaled": 0}
 
     def _submit(self, record: dict[str, Any]) -> None:
+        if self._batch is not None:  # inside an order: journaled together (see _on_order)
+            self._batch.append(record)
+        else:
+            self._hand_over([record])
+
+    def _hand_over(self, records: list[dict[str, Any]]) -> bool:
+        """Journal ``records`` (one write), then give them to the enqueuer; True when journaled."""
         assert self.enqueuer is not None, "records are only produced while running"
-        self.enqueuer.submit(record)
+        seqs: list[int] | None = None
+        if records and self.journal.healthy:
+            try:
+                seqs = self.journal.append_many(records)
+            except JournalError as exc:  # logged by the journal; from now on orders are refused
+                log.error("gateway: JOURNAL UNAVAILABLE: %s; orders are rejected (code %d) until it is "
+                          "writable again", exc, Code.JOURNAL_UNAVAILABLE)
+        if seqs is None:
+            self.counts["not_journaled"] += len(records)
+        for i, record in enumerate(records):
+            self.enqueuer.submit(record, seqs[i] if seqs is not None else None)
+        self._journaled_last = seqs is not None
+        return self._journaled_last
+
+    def _gate(self) -> Rejection | None:
+        """Journal the order's NEW record now; refuse the order (before it is executed) if that failed."""
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self._hand_over(batch)
+        if self._journaled_last:
+            return None
+        self.counts["journal_refused"] += 1
+        return Rejection(Code.JOURNAL_UNAVAILABLE,
+                         f"gateway journal {self.journal.directory} is not writable ({self.journal.error}); "
+                         "order not executed", retryable=True)
+
+    def _open_journal(self) -> Recovered | None:
+        saved_seq = state.saved_journal_seq(self._state_path) or 0
+        try:
+            recovered = self.journal.open(next_at_least=saved_seq + 1)
+        except JournalError as exc:
+            log.error("gateway: JOURNAL UNAVAILABLE: %s; orders are rejected (code %d) until it is writable",
+                      exc, Code.JOURNAL_UNAVAILABLE)
+            return None
+        return recovered
+
+    def _replay(self, recovered: Recovered) -> None:
+        """Submit what the journal holds and was not handed over, oldest first (before any new record)."""
+        assert self.enqueuer is not None
+        entries = recovered.to_replay
+        for entry in entries:
+            self.enqueuer.submit(entry.record, entry.seq)
+        self.counts["journal_replayed"] += len(entries)
+        if entries:
+            log.warning("gateway: replaying %d journaled records not known to be handed over (seq %d..%d)",
+                        len(entries), entries[0].seq, entries[-1].seq)
+
+    def _retry_journal(self) -> None:
+        now = time.monotonic()
+        if now < self._next_journal_try:
+            return
+        self._next_journal_try = now + _JOURNAL_RETRY_S
+        if self.journal.opened:
+            self.journal.recover()
+            return
+        recovered = self._open_journal()
+        if recovered is not None:
+            log.warning("gateway: journal %s is usable now; orders are accepted", self.journal.directory)
+            self._replay(recovered)
 
     def stats(self) -> dict[str, Any]:
         out = {**self.service.counts, **self.counts}
         if self.enqueuer is not None:
             out.update({f"enqueue_{k}": v for k, v in self.enqueuer.stats().items()})
+        out.update({f"journal_{k}": v for k, v in self.journal.stats().items()})
         return out
 
     def _restore(self, stop: threading.Event) -> None:
@@ -133,17 +223,24 @@ class Gateway:
         if positions is None and stop.is_set():
             self.restored = False
             return
+        journaled = self._journal_positions
         if positions is None and saved is not None:
             positions = list(saved[1].values())
             log.warning("gateway: database unavailable: positions restored from %s only", self._state_path)
-        elif positions is None:
+        elif positions is None and not journaled:
             self.restored = False
             log.error("gateway: POSITIONS NOT RESTORED: the database did not answer within %.0fs; "
                       "starting FLAT (position limits and snapshots start from zero)", self.restore_timeout)
             return
+        elif positions is None:
+            positions = []
+            log.warning("gateway: database unavailable and no saved record: positions from the journal only")
         else:
             # The database may not have the previous run's last records yet (queued, spooled).
             positions = state.merge(positions, self._snapshot_times(), saved)
+        if journaled:  # snapshots the save (up to 1 s old) may not include
+            saved_seq = state.saved_journal_seq(self._state_path) if saved is not None else None
+            positions = state.from_journal(positions, journaled, saved_seq)
         self.service.positions = {(p.strategy_id, p.symbol): p for p in positions}
         self.restored = True
         log.info("gateway: restored %d positions: %s", len(positions), state.describe(positions))
@@ -160,7 +257,9 @@ class Gateway:
     def _save_positions(self) -> None:
         self._saved_fills = self.service.counts.get("fills", 0)
         self._next_save = time.monotonic() + _SAVE_EVERY_S
-        state.save(self._state_path, self.service.positions.values(), time.time_ns())
+        seq = self.journal.last_seq
+        if state.save(self._state_path, self.service.positions.values(), time.time_ns(), journal_seq=seq):
+            self.journal.checkpoint(seq)  # segments up to seq no longer hold the only copy of a position
 
     def _on_market_data(self, frames: list[bytes]) -> None:
         try:
@@ -179,12 +278,20 @@ class Gateway:
             self.service.counts["unanswerable"] += 1
             log.warning("gateway: order message with %d frames (expected 1) ignored", len(frames))
             return
+        # The order's NEW record is journaled before it is executed (``_gate``); its other records
+        # (fills, position snapshots, final status) together in one write, before any trade goes
+        # out: a SIGKILL leaves all of them or none, never a fill without its position snapshot.
+        self._batch = []
         try:
             out = self.service.handle(frames[0])
         except Exception:  # a bug or an adapter that raised: log it, keep serving the others
             self.counts["errors"] += 1
             log.exception("gateway: error handling an order")
             return
+        finally:
+            batch, self._batch = self._batch, None
+            if batch:
+                self._hand_over(batch)
         for topic, body in out:
             trades.send_frames(topic, body)
 
@@ -196,13 +303,20 @@ class Gateway:
             self.spool.check()
         except SpoolError as exc:  # not fatal: records are lost only if the broker is down too
             log.error("gateway: %s; records the broker cannot take will be LOST", exc)
+        recovered = self._open_journal()
         self.enqueuer = Enqueuer(self._publish, self.spool, self.settings.enqueue_queue_max,
-                                 retry_interval=self.retry_interval, name="ttquant-gateway-enqueuer")
+                                 retry_interval=self.retry_interval, name="ttquant-gateway-enqueuer",
+                                 on_handover=self.journal.handed_over)
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         pull = sub = None
         trades: TopicPublisher | None = None
         try:
+            if recovered is not None:
+                self._replay(recovered)
+                self._journal_positions = latest_positions(recovered.entries)
             self._restore(stop)
+            if self.restored:
+                self._save_positions()  # and a checkpoint: the previous runs' segments can go once handed over
             trades = TopicPublisher(self.settings.zmq_trade_endpoint, context=ctx)
             pull = ctx.socket(zmq.PULL)
             pull.setsockopt(zmq.LINGER, 0)
@@ -237,6 +351,8 @@ class Gateway:
                         self._on_order(frames, trades)
                 if self.service.counts.get("fills", 0) != self._saved_fills and time.monotonic() >= self._next_save:
                     self._save_positions()
+                if not self.journal.healthy:
+                    self._retry_journal()
         finally:
             stop.set()
             if self.restored is not None:
@@ -245,6 +361,7 @@ class Gateway:
                 if sock is not None:
                     sock.close(linger=0)
             self.enqueuer.close(_CLOSE_TIMEOUT)
+            self.journal.close()  # a last fsync and trim: after a clean stop nothing is replayed
             if trades is not None:
                 self.counts.update(zmq_sent=trades.sent, zmq_dropped=trades.dropped)
                 trades.close()

@@ -11,6 +11,10 @@ per (strategy, symbol), the rate-limit window -- and turns one ``Order`` message
 It never touches the broker, the database or a socket; the exchange adapter is the only I/O on
 the order path (a paper venue does none).  Not thread-safe: one thread calls it.
 
+``gate`` (optional) is asked after the order's NEW record was submitted and before any risk
+check: a ``Rejection`` it returns answers the order without executing it (the gateway refuses
+orders while its write-ahead journal cannot take their records, code 1011).
+
 Malformed input never raises: bytes that do not parse, and orders with missing or absurd fields,
 are answered with a REJECTED trade (code 1009) when an order id can be read, and are counted
 (``counts["malformed"]``) and logged otherwise.
@@ -86,8 +90,10 @@ class OrderService:
     def __init__(self, *, exchange: Exchange, limits: RiskLimits, submit: Callable[[dict[str, Any]], None],
                  exchange_name: str, positions: Iterable[Position] = (),
                  clock: Callable[[], int] = time.time_ns,
-                 id_factory: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
+                 id_factory: Callable[[], str] = lambda: uuid.uuid4().hex,
+                 gate: Callable[[], Rejection | None] | None = None) -> None:
         self.exchange = exchange
+        self._gate = gate
         self.limits = limits
         self.exchange_name = exchange_name
         self._submit = submit
@@ -142,8 +148,10 @@ class OrderService:
         self._submit(order_record(order, "NEW", now, now))
         key = (order.strategy_id, order.symbol)
         last = self.last_prices.get(order.symbol)
-        rejection, self._rate = check_all(order, self.limits, now_ns=now, last_price=last,
-                                          position=self.position(*key).quantity, rate=self._rate)
+        rejection = self._gate() if self._gate is not None else None
+        if rejection is None:
+            rejection, self._rate = check_all(order, self.limits, now_ns=now, last_price=last,
+                                              position=self.position(*key).quantity, rate=self._rate)
         outcome: list[Fill] | Rejection = rejection if rejection is not None else self.exchange.submit(order, last)
         status = order_status(order, outcome)
         if isinstance(outcome, Rejection) or not outcome:

@@ -5,7 +5,9 @@ and a worker. A gateway restarted while its last records are still queued would 
 positions from ``latest_positions`` and trade on from them. So the gateway also saves its
 positions to ``$TTQUANT_HOME/gateway-positions.json`` (atomically; every second while fills
 happen, and at stop), and on start takes, per (strategy, symbol), the saved position unless the
-database holds a snapshot newer than the save. A SIGKILL loses at most the last second of saves.
+database holds a snapshot newer than the save. A SIGKILL loses at most the last second of saves;
+the write-ahead journal (:mod:`.journal`) has the snapshots since, and :func:`from_journal` lays
+them over: the save records the journal seq it includes.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ def state_path(home: Path) -> Path:
     return home / "gateway-positions.json"
 
 
-def save(path: Path, positions: Iterable[Position], saved_ns: int) -> None:
-    """Atomically record ``positions`` as of ``saved_ns`` (exact decimal strings); errors are logged."""
-    data = {"saved_ns": saved_ns, "positions": [
+def save(path: Path, positions: Iterable[Position], saved_ns: int, journal_seq: int | None = None) -> bool:
+    """Atomically record ``positions`` as of ``saved_ns`` (exact decimal strings) and of the journal's
+    entry ``journal_seq`` (see :mod:`.journal`); False (and logged) when it could not be written."""
+    data: dict[str, Any] = {"saved_ns": saved_ns, "journal_seq": journal_seq, "positions": [
         {"strategy_id": p.strategy_id, "symbol": p.symbol, "quantity": str(p.quantity),
          "avg_price": str(p.avg_price), "realized_pnl": str(p.realized_pnl), "fees": str(p.fees)}
         for p in positions]}
@@ -38,6 +41,34 @@ def save(path: Path, positions: Iterable[Position], saved_ns: int) -> None:
         write_stats(path, data)
     except OSError as exc:
         log.warning("gateway: cannot save positions to %s: %s", path, exc)
+        return False
+    return True
+
+
+def saved_journal_seq(path: Path) -> int | None:
+    """The journal seq the saved positions include (None: no record, or saved without a journal)."""
+    data = read_stats(path)
+    value = data.get("journal_seq") if data else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def from_journal(positions: list[Position], journal: Mapping[Key, tuple[int, Mapping[str, Any]]],
+                 saved_seq: int | None) -> list[Position]:
+    """``positions`` overlaid, per key, with the journal's newest snapshot when it is newer than the
+    saved record (its seq above ``saved_seq``; any, when None).  Every fill's snapshot is journaled
+    before its trade is published, so such a snapshot is the newest state there is."""
+    out: dict[Key, Position] = {(p.strategy_id, p.symbol): p for p in positions}
+    for key, (seq, rec) in journal.items():
+        if saved_seq is not None and seq <= saved_seq:
+            continue
+        try:
+            out[key] = Position(strategy_id=key[0], symbol=key[1], quantity=Decimal(rec["position"]),
+                                avg_price=Decimal(rec.get("avg_price") or 0),
+                                realized_pnl=Decimal(rec.get("realized_pnl") or 0),
+                                fees=Decimal(rec.get("fees") or 0))
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            log.error("gateway: ignoring unreadable journaled position %s/%s: %s", key[0], key[1], exc)
+    return list(out.values())
 
 
 def load(path: Path) -> tuple[int, dict[Key, Position]] | None:
