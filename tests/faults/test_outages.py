@@ -20,23 +20,32 @@ from ttquant_tasks.models import chunk_payload
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(300)]
 
 
-def test_database_down_parks_then_flush_brings_every_tick(private_pg: Any, redis_url: str,
-                                                          stack_env: Callable[..., dict[str, str]],
-                                                          start_worker: Callable[..., Any]) -> None:
+def _park_five_chunks(private_pg: Any, redis_url: str, stack_env: Callable[..., dict[str, str]],
+                      start_worker: Callable[..., Any], symbol: str, ticks_n: int) -> tuple[str, Any, Any, list[Any]]:
+    """Database stopped, five 100-tick chunks sent: their retries (2, backoff capped at 1 s) are spent
+    and all five park.  Returns (database uri, client app, worker, the ``ticks_n`` ticks)."""
     from ttquant_tasks.storage.migrate import init_db
-    from ttquant_tasks.tasks.parking import flush, queue_depths
+    from ttquant_tasks.tasks.parking import queue_depths
 
     uri = private_pg.url()
     init_db(uri, flavour="plain")
     env = stack_env(uri, redis_url)
-    start_worker(env)
+    worker = start_worker(env)
     app = client_app(env)
-    ticks = make_ticks("sim", "BTCUSDT", 1, 500)
+    ticks = make_ticks("sim", symbol, 1, ticks_n)
     assert private_pg.stop()
     for i in range(0, 500, 100):
         app.send_task("ttquant.write_ticks", args=[chunk_payload("sim", ticks[i:i + 100])])
-    # Retries (2, backoff capped at 1 s) are spent while the database is down: all five chunks park.
     wait_for(lambda: queue_depths(app, ("parked",))["parked"] == 5, timeout=90, what="5 parked chunks")
+    return uri, app, worker, ticks
+
+
+def test_database_down_parks_then_flush_brings_every_tick(private_pg: Any, redis_url: str,
+                                                          stack_env: Callable[..., dict[str, str]],
+                                                          start_worker: Callable[..., Any]) -> None:
+    from ttquant_tasks.tasks.parking import flush, queue_depths
+
+    uri, app, _, _ = _park_five_chunks(private_pg, redis_url, stack_env, start_worker, "BTCUSDT", 500)
     assert flush(app)["database"] == "down"  # flush refuses while the database is away
     assert queue_depths(app, ("parked",))["parked"] == 5
 
@@ -50,19 +59,9 @@ def test_parked_chunks_come_back_by_themselves_when_the_database_does(
         private_pg: Any, redis_url: str, stack_env: Callable[..., dict[str, str]],
         start_worker: Callable[..., Any]) -> None:
     """No operator, no beat: the first write that succeeds after the outage requests the flush."""
-    from ttquant_tasks.storage.migrate import init_db
     from ttquant_tasks.tasks.parking import queue_depths
 
-    uri = private_pg.url()
-    init_db(uri, flavour="plain")
-    env = stack_env(uri, redis_url)
-    worker = start_worker(env)
-    app = client_app(env)
-    ticks = make_ticks("sim", "ETHUSDT", 1, 600)
-    assert private_pg.stop()
-    for i in range(0, 500, 100):
-        app.send_task("ttquant.write_ticks", args=[chunk_payload("sim", ticks[i:i + 100])])
-    wait_for(lambda: queue_depths(app, ("parked",))["parked"] == 5, timeout=90, what="5 parked chunks")
+    uri, app, worker, ticks = _park_five_chunks(private_pg, redis_url, stack_env, start_worker, "ETHUSDT", 600)
     private_pg.start()
     app.send_task("ttquant.write_ticks", args=[chunk_payload("sim", ticks[500:])])  # live traffic resumes
     assert_all_once(uri, "sim", ("ETHUSDT",), 600, timeout=90)
