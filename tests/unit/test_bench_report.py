@@ -1,9 +1,10 @@
-"""Pure parts of the bench report: the hot-path floor rows and ratio."""
+"""Pure parts of the bench report: the hot-path floor rows and ratio, server CPU per tick."""
 
 from __future__ import annotations
 
 from ttquant_tasks.bench.hotpath import with_ratios
 from ttquant_tasks.bench.report import TARGETS, markdown
+from ttquant_tasks.bench.servercpu import ServerCpu
 
 
 def test_floor_ratio_is_like_for_like_and_absent_without_a_floor() -> None:
@@ -24,3 +25,14 @@ def test_floor_rows_follow_the_hot_path_target_and_are_never_verdicts() -> None:
     assert all(r.endswith("| reference |") for r in refs)
     assert len(lines) == 2 + len(TARGETS) + 4
     assert "floor" not in markdown({}, ())  # no floor measured: no rows
+
+
+def test_server_cpu_per_tick_counts_new_pids_whole_and_missing_groups_as_none() -> None:
+    before = {"pg": {10: 1.0}, "pg_aux": {1: 5.0}, "redis": {7: 2.0}}
+    after = {"pg": {10: 1.5, 11: 0.25}, "pg_aux": {1: 5.25}, "redis": {7: 2.5}}
+    got = ServerCpu.per_tick(before, after, 1_000_000)
+    assert got == {"pg_cpu_us_per_tick": 0.75, "pg_aux_cpu_us_per_tick": 0.25, "redis_cpu_us_per_tick": 0.5,
+                   "server_cpu_us_per_tick": 1.5}
+    partial = ServerCpu.per_tick({"redis": {7: 2.0}}, {"redis": {7: 3.0}}, 1_000_000)
+    assert partial["redis_cpu_us_per_tick"] == 1.0 and partial["pg_cpu_us_per_tick"] is None
+    assert partial["server_cpu_us_per_tick"] is None
