@@ -145,6 +145,14 @@ def test_backend_killed_between_writes(engine: sa.Engine, sid: str) -> None:
     assert got == [(f"{sid}-1", 1), (f"{sid}-2", 1), (f"{sid}-3", 1)]
 
 
+def test_connection_opened_at_worker_start_and_killed_before_the_first_write(engine: sa.Engine, sid: str) -> None:
+    orders.open_connection(engine)  # as the orders worker's warm-up does
+    old = writer_pid(engine)
+    assert terminate_writers(engine) >= 1
+    assert orders.insert_position(engine, position(sid, T0)) == 1  # re-sent on a new connection, no error
+    assert writer_pid(engine) != old
+
+
 def test_database_unreachable_raises_then_recovers(db_uri: str, sid: str) -> None:
     """Connection cut and new connections refused: DatabaseUnavailable (the task retries), never a
     crash on the dead connection; once the database answers again the same engine writes."""

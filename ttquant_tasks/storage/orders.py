@@ -21,7 +21,7 @@ SQL compiled once at import.  That connection is outside the engine's pool (:fun
 * it belongs to the process that opened it: a forked child (Celery prefork) never uses or closes
   its parent's, it opens its own on first use;
 * a connection-level failure closes and forgets it; the next write opens a new one.  When a
-  connection that had worked before fails that way (server restarted, backend terminated) the
+  connection opened before this write fails that way (server restarted, backend terminated) the
   statement is sent once more on a new connection at once -- safe because every write is
   idempotent, and the same as ``pool_pre_ping`` did for the pooled path -- and a second failure
   raises ``DatabaseUnavailable`` (the task retries it);
@@ -109,13 +109,11 @@ class _Link:
 
     pid: int
     conn: psycopg2.extensions.connection
-    used: bool = False  # a statement succeeded on it: a later connection-level failure means it went stale
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def execute(self, sql: str, params: Mapping[str, Any]) -> int:
         with self.lock, self.conn.cursor() as cur:
             cur.execute(sql, params)
-            self.used = True
             return int(cur.rowcount)
 
     def reusable(self) -> bool:
@@ -139,15 +137,16 @@ _links: weakref.WeakKeyDictionary[sa.Engine, _Link] = weakref.WeakKeyDictionary(
 _links_lock = threading.Lock()
 
 
-def _link(engine: sa.Engine) -> _Link:
-    """The open connection of this process to ``engine``'s database, opened now if there is none."""
+def _link(engine: sa.Engine) -> tuple[_Link, bool]:
+    """The open connection of this process to ``engine``'s database, and whether it was opened by
+    this call (else it was opened earlier: by a previous write or the worker's warm-up)."""
     link = _links.get(engine)
     if link is not None and link.pid == os.getpid() and link.conn.closed == 0:
-        return link
+        return link, False
     with _links_lock:
         link = _links.get(engine)
         if link is not None and link.pid == os.getpid() and link.conn.closed == 0:
-            return link
+            return link, False
         if link is not None:
             link.close()  # closed already, or a parent's (then close() leaves it alone)
             del _links[engine]
@@ -160,7 +159,7 @@ def _link(engine: sa.Engine) -> _Link:
         link = _links[engine] = _Link(os.getpid(), conn)
         if not sa.event.contains(engine, "engine_disposed", _on_engine_disposed):
             sa.event.listen(engine, "engine_disposed", _on_engine_disposed)
-        return link
+        return link, True
 
 
 def _forget(engine: sa.Engine, link: _Link) -> None:
@@ -199,20 +198,20 @@ def _write(engine: sa.Engine, stmt: _Statement, row: Mapping[str, Any]) -> int:
     """Run ``stmt`` with ``row`` as one autocommit statement; rows inserted or changed."""
     params = {**stmt.constants, **row}
     with db_errors(stmt.what):
-        link = _link(engine)
+        link, opened_now = _link(engine)
         try:
             return link.execute(stmt.sql, params)
         except BaseException as exc:
             if link.reusable() and isinstance(exc, psycopg2.Error):
                 raise  # bad data, missing table, deadlock...: the connection itself is fine
             _forget(engine, link)
-            stale = link.used and isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError)
+            stale = not opened_now and isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError)
             if not stale:
                 raise
-        # The connection had worked and is now dead (restart, terminated backend, network cut
-        # since the last write): once more on a new one.  Idempotent, so a statement that did
-        # commit before the connection died changes nothing the second time.
-        return _link(engine).execute(stmt.sql, params)
+        # A connection opened earlier is dead (restart, terminated backend, network cut since it
+        # was last used): once more on a new one.  Idempotent, so a statement that did commit
+        # before the connection died changes nothing the second time.
+        return _link(engine)[0].execute(stmt.sql, params)
 
 
 # ---------------------------------------------------------------- the writers
