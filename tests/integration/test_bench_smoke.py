@@ -21,12 +21,16 @@ REQUIRED = (
     "copy1_ticks_s", "copy2_ticks_s", "rowbyrow_ticks_s", "e2e_ticks_s", "e2e_vs_copy2", "e2e_vs_rowbyrow",
     "hot_healthy_p50_us", "hot_healthy_p99_us", "hot_healthy_max_us", "hot_db_down_p99_us",
     "hot_broker_refused_p99_us", "hot_broker_hung_p99_us", "hot_broker_hung_p99_vs_healthy",
+    "hot_floor_p99_us", "hot_floor_nosub_p99_us", "hot_floor_noop_p99_us", "hot_p99_vs_floor",
     "order_commit_p50_ms", "order_commit_p99_ms", "order_trade_p99_ms", "tick_visible_p50_ms",
     "tick_visible_p99_ms", "query_latest_ticks_ms", "query_klines_day_ms", "query_latest_positions_ms",
     "query_strategy_stats_ms", "cpu_us_per_tick", "outage_lost_rows", "outage_duplicate_rows",
     "machine_cpu_count", "machine_cpu_model", "machine_python", "postgres_version", "broker",
     "target_e2e_vs_copy2", "target_outage_lost_rows",
 )
+# Present in every report, None when the server is not a local process (container, other host).
+PRESENT = ("pg_cpu_us_per_tick", "pg_aux_cpu_us_per_tick", "redis_cpu_us_per_tick", "server_cpu_us_per_tick",
+           "cpu_with_servers_us_per_tick")
 
 
 def test_bench_quick_report_shape(pg_admin_uri: str, redis_url: str, tmp_path: Path) -> None:
@@ -40,7 +44,7 @@ def test_bench_quick_report_shape(pg_admin_uri: str, redis_url: str, tmp_path: P
     assert len(reports) == 1 and len(sorted(out.glob("*.md"))) == 1
     report = json.loads(reports[0].read_text())
     assert not [k for k in report if k.startswith("error_")], report
-    missing = [k for k in REQUIRED if k not in report]
+    missing = [k for k in REQUIRED + PRESENT if k not in report]
     assert not missing, missing
     for key, value in report.items():
         assert value is None or isinstance(value, str | bool | int | float), key
@@ -50,4 +54,6 @@ def test_bench_quick_report_shape(pg_admin_uri: str, redis_url: str, tmp_path: P
         assert report[key] is not None, key
     assert report["outage_lost_rows"] == 0 and report["outage_duplicate_rows"] == 0
     assert report["e2e_stored"] == report["e2e_ticks"] > 0
+    assert report["hot_floor_received"] > 0  # the floor's subscriber was really connected
+    assert "`hot_floor_p99_us`" in done.stdout  # shown under the hot-path target
     assert "| target |" in done.stdout

@@ -12,11 +12,15 @@ is timed separately (``parse_us_p50``), in this process, on a recorded-shape fra
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import zmq
+
 from . import procs
+from .gate import closed_port
 from .report import Figure, ratio, summary
 
 _FRAME = json.dumps({"stream": "btcusdt@trade", "data": {
@@ -37,11 +41,62 @@ def run_condition(name: str, env: dict[str, str], log_dir: Path, rate: float, du
     return out
 
 
+def run_floor(env: dict[str, str], log_dir: Path, rate: float, duration: float,
+              symbols: list[str]) -> dict[str, Figure]:
+    """The floor of the hot path on this machine (:mod:`.floorproc`): a bare pyzmq send loop, with
+    and without a subscriber, and a timing-only loop, at the hot-path run's rate and pacing.
+
+    The subscriber is a thread of this (otherwise idle) process, as a strategy would be another
+    process; ``hot_floor_received`` counts what it got, so "connected" is checked, not assumed.
+    """
+    sub_endpoint = f"tcp://127.0.0.1:{closed_port()}"
+    config: dict[str, Any] = {"exchange": "bench-floor", "symbols": symbols, "rate": rate, "duration": duration,
+                              "sub_endpoint": sub_endpoint, "nosub_endpoint": f"tcp://127.0.0.1:{closed_port()}"}
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RCVHWM, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(sub_endpoint)  # before the child binds: ZeroMQ connects as soon as it does
+    received = [0]
+    done = threading.Event()
+
+    def drain() -> None:
+        while not done.is_set():
+            if sub.poll(50):
+                while True:
+                    try:
+                        sub.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    received[0] += 1
+
+    listener = threading.Thread(target=drain, name="bench-floor-sub", daemon=True)
+    listener.start()
+    try:
+        floor = procs.run_feed_child(env, log_dir, config, timeout=3 * duration + 60,
+                                     module="ttquant_tasks.bench.floorproc")
+    finally:
+        done.set()
+        listener.join(5)
+        sub.close(0)
+    return {
+        "hot_floor_p50_us": floor.get("sub_p50"), "hot_floor_p99_us": floor.get("sub_p99"),
+        "hot_floor_max_us": floor.get("sub_max"), "hot_floor_received": received[0],
+        "hot_floor_nosub_p50_us": floor.get("nosub_p50"), "hot_floor_nosub_p99_us": floor.get("nosub_p99"),
+        "hot_floor_noop_p50_us": floor.get("noop_p50"), "hot_floor_noop_p99_us": floor.get("noop_p99"),
+    }
+
+
 def with_ratios(report: dict[str, Figure]) -> dict[str, Figure]:
-    """``hot_<cond>_p99_vs_healthy`` for each outage condition present."""
+    """``hot_<cond>_p99_vs_healthy`` for each outage condition present, and ``hot_p99_vs_floor``."""
     base = report.get("hot_healthy_p99_us")
-    return {f"hot_{c}_p99_vs_healthy": ratio(report.get(f"hot_{c}_p99_us"), base)
-            for c in ("db_down", "broker_refused", "broker_hung") if f"hot_{c}_p99_us" in report}
+    out: dict[str, Figure] = {f"hot_{c}_p99_vs_healthy": ratio(report.get(f"hot_{c}_p99_us"), base)
+           for c in ("db_down", "broker_refused", "broker_hung") if f"hot_{c}_p99_us" in report}
+    if "hot_floor_nosub_p99_us" in report:
+        # Like for like: the healthy feed's PUB has no subscriber either.
+        out["hot_p99_vs_floor"] = ratio(base, report.get("hot_floor_nosub_p99_us"))
+    return out
 
 
 def parse_cost(n: int = 20_000) -> dict[str, Figure]:

@@ -102,9 +102,11 @@ def gateway(env: dict[str, str], log_dir: Path) -> Proc:
     return Proc(argv, env, log_dir / f"gateway-{uuid.uuid4().hex[:6]}.log", ready_text="gateway: orders on")
 
 
-def run_feed_child(env: dict[str, str], log_dir: Path, config: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Run :mod:`.feedproc` to completion; returns the JSON it prints as its last stdout line."""
-    argv = [sys.executable, "-m", "ttquant_tasks.bench.feedproc", json.dumps(config)]
+def run_feed_child(env: dict[str, str], log_dir: Path, config: dict[str, Any], timeout: float,
+                   module: str = "ttquant_tasks.bench.feedproc") -> dict[str, Any]:
+    """Run :mod:`.feedproc` (or another child ``module`` of the same protocol) to completion;
+    returns the JSON it prints as its last stdout line."""
+    argv = [sys.executable, "-m", module, json.dumps(config)]
     log_path = log_dir / f"feed-{config.get('exchange', 'x')}.log"
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:

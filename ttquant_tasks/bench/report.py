@@ -72,6 +72,14 @@ TARGETS: tuple[Target, ...] = (
     Target("outage_duplicate_rows", "==", 0.0, "0 rows duplicated"),
 )
 
+# Figures shown in the targets table under the target they explain (``after``); never pass/FAIL.
+REFERENCES: tuple[tuple[str, str, str], ...] = (
+    ("hot_healthy_p99_us", "hot_floor_nosub_p99_us", "floor: bare pyzmq send, no subscriber (as healthy)"),
+    ("hot_healthy_p99_us", "hot_floor_p99_us", "floor: bare pyzmq send, 1 subscriber"),
+    ("hot_healthy_p99_us", "hot_floor_noop_p99_us", "floor: timing only"),
+    ("hot_healthy_p99_us", "hot_p99_vs_floor", "hot p99 / floor without subscriber"),
+)
+
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "<": lambda a, b: a < b, "==": lambda a, b: a == b,
 }
@@ -105,6 +113,8 @@ def markdown(report: Mapping[str, Any], sections: Sequence[tuple[str, Sequence[s
     lines = ["| target | figure | value | result |", "|---|---|---|---|"]
     for t in TARGETS:
         lines.append(f"| {t.label} | `{t.key}` | {_fmt(report.get(t.key))} | {verdict(report, t)} |")
+        lines += [f"| ↳ {label} | `{key}` | {_fmt(report.get(key))} | reference |"
+                  for after, key, label in REFERENCES if after == t.key and key in report]
     for title, keys in sections:
         lines += ["", f"**{title}**", "", "| figure | value |", "|---|---|"]
         lines += [f"| `{k}` | {_fmt(report.get(k))} |" for k in keys if k in report]

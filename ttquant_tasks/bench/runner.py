@@ -38,14 +38,18 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
                                                                       "broker_hung")
                                             for q in ("p50_us", "p99_us", "max_us", "ticks", "spooled_chunks",
                                                       "lost_chunks", "p99_vs_healthy"))
-     + ("parse_us_p50", "parse_us_p99")),
+     + ("hot_floor_p50_us", "hot_floor_p99_us", "hot_floor_max_us", "hot_floor_received",
+        "hot_floor_nosub_p50_us", "hot_floor_nosub_p99_us", "hot_floor_noop_p50_us", "hot_floor_noop_p99_us",
+        "hot_p99_vs_floor", "parse_us_p50", "parse_us_p99")),
     ("5-6 orders and tick visibility (ms)", ("flow_rate_set", "flow_ticks_s", "orders_sent", "orders_committed",
                                              "orders_traded", "orders_filled", "orders_rejected",
                                              "order_commit_p50_ms", "order_commit_p99_ms", "order_trade_p50_ms",
                                              "order_trade_p99_ms", "tick_visible_p50_ms", "tick_visible_p99_ms",
                                              "tick_visible_n")),
     ("7 queries (median ms)", ("query_ticks", "query_generate_s", *queries.QUERIES)),
-    ("8 CPU (µs per persisted tick)", ("cpu_us_per_tick", "feed_cpu_us_per_tick", "worker_cpu_us_per_tick")),
+    ("8 CPU (µs per persisted tick)", ("cpu_us_per_tick", "feed_cpu_us_per_tick", "worker_cpu_us_per_tick",
+                                        "pg_cpu_us_per_tick", "pg_aux_cpu_us_per_tick", "redis_cpu_us_per_tick",
+                                        "server_cpu_us_per_tick", "cpu_with_servers_us_per_tick")),
     ("9 database outage", ("outage_rate_set", "outage_down_s", "outage_feed_ticks", "outage_feed_spooled_chunks",
                            "outage_drain_s", "outage_drain_with_flush_s", "outage_flushed_chunks",
                            "outage_parked_left", "outage_stored_rows", "outage_lost_rows", "outage_duplicate_rows")),
@@ -105,6 +109,8 @@ def run_bench(settings: Settings, *, quick: bool, scale: float, out_dir: Path,
                     timeout=sizes.e2e_duration + 60)["ticks"]})
             hot = (sizes.hot_rate, sizes.hot_duration, SYMBOLS)
             _phase(report, "hot_healthy", lambda: hotpath.run_condition("healthy", env("hot1"), logs, *hot))
+            # Right after it, same rate, pacing and machine state (workers idle, nothing else running).
+            _phase(report, "hot_floor", lambda: hotpath.run_floor(env("hotf"), logs, *hot))
             _phase(report, "flow", lambda: orderflow.measure(main_db, env("flow"), logs, sizes.flow_rate,
                                                              sizes.flow_duration, sizes.order_rate))
             refused = f"redis://127.0.0.1:{closed_port()}/0"

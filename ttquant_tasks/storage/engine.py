@@ -17,12 +17,22 @@ from contextlib import contextmanager
 
 import psycopg2
 import psycopg2.errors
+import psycopg2.extensions
 import sqlalchemy as sa
 import sqlalchemy.exc as saexc
 
 from ..errors import ConfigError, DatabaseUnavailable, PermanentError, TTQuantError
 
 CONNECT_TIMEOUT_S = 5
+CONNECT_ARGS: dict[str, object] = {
+    "connect_timeout": CONNECT_TIMEOUT_S,
+    "application_name": "ttquant-tasks",
+    # TCP keepalives: a server that vanished without a FIN is noticed in ~1 min, not hours.
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 _SCHEMES = {
     "postgresql": "postgresql+psycopg2",
     "postgres": "postgresql+psycopg2",
@@ -54,15 +64,19 @@ def make_engine(uri: str | None) -> sa.Engine:
         pool_pre_ping=True,
         pool_size=5,
         max_overflow=5,
-        connect_args={
-            "connect_timeout": CONNECT_TIMEOUT_S,
-            "application_name": "ttquant-tasks",
-            "keepalives": 1,
-            "keepalives_idle": 30,
-            "keepalives_interval": 10,
-            "keepalives_count": 3,
-        },
+        connect_args=dict(CONNECT_ARGS),
     )
+
+
+def connect_raw(engine: sa.Engine) -> psycopg2.extensions.connection:
+    """A new psycopg2 connection to ``engine``'s database, *outside* its pool, with the same
+    connect arguments as :func:`make_engine` (timeout, keepalives, application name).
+
+    The caller owns it: close it in the process that opened it, never in a forked child.
+    """
+    cargs, cparams = engine.dialect.create_connect_args(engine.url)
+    conn: psycopg2.extensions.connection = psycopg2.connect(*cargs, **{**cparams, **CONNECT_ARGS})
+    return conn
 
 
 def get_engine(uri: str | None) -> sa.Engine:

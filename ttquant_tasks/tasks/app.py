@@ -177,8 +177,14 @@ def make_app(settings: Settings | None = None) -> TTQuantCelery:
         try:
             from ..storage.engine import get_engine
 
-            with get_engine(app.settings.db_uri).connect():
+            engine = get_engine(app.settings.db_uri)
+            with engine.connect():
                 pass
+            if ORDERS in app.amqp.queues.consume_from:
+                # The order writers keep their own autocommit connection (storage/orders.py).
+                from ..storage.orders import open_connection
+
+                open_connection(engine)
         except Exception as exc:  # the database may be down: the first task retries as usual
             logging.getLogger(__name__).info("worker warm-up: database not reachable yet (%s)", exc)
 

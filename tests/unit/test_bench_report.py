@@ -1,0 +1,38 @@
+"""Pure parts of the bench report: the hot-path floor rows and ratio, server CPU per tick."""
+
+from __future__ import annotations
+
+from ttquant_tasks.bench.hotpath import with_ratios
+from ttquant_tasks.bench.report import TARGETS, markdown
+from ttquant_tasks.bench.servercpu import ServerCpu
+
+
+def test_floor_ratio_is_like_for_like_and_absent_without_a_floor() -> None:
+    report = {"hot_healthy_p99_us": 60.0, "hot_floor_p99_us": 120.0, "hot_floor_nosub_p99_us": 30.0}
+    assert with_ratios(report)["hot_p99_vs_floor"] == 2.0  # healthy has no subscriber: vs the no-subscriber floor
+    assert "hot_p99_vs_floor" not in with_ratios({"hot_healthy_p99_us": 60.0})
+    assert with_ratios({"hot_healthy_p99_us": 60.0, "hot_floor_nosub_p99_us": None})["hot_p99_vs_floor"] is None
+
+
+def test_floor_rows_follow_the_hot_path_target_and_are_never_verdicts() -> None:
+    report = {"hot_healthy_p99_us": 60.0, "hot_floor_p99_us": 120.0, "hot_floor_nosub_p99_us": 30.0,
+              "hot_floor_noop_p99_us": 2.0, "hot_p99_vs_floor": 2.0}
+    lines = markdown(report, ()).splitlines()
+    at = next(i for i, line in enumerate(lines) if "`hot_healthy_p99_us`" in line)
+    refs = lines[at + 1:at + 5]
+    assert [r.split("`")[1] for r in refs] == ["hot_floor_nosub_p99_us", "hot_floor_p99_us",
+                                               "hot_floor_noop_p99_us", "hot_p99_vs_floor"]
+    assert all(r.endswith("| reference |") for r in refs)
+    assert len(lines) == 2 + len(TARGETS) + 4
+    assert "floor" not in markdown({}, ())  # no floor measured: no rows
+
+
+def test_server_cpu_per_tick_counts_new_pids_whole_and_missing_groups_as_none() -> None:
+    before = {"pg": {10: 1.0}, "pg_aux": {1: 5.0}, "redis": {7: 2.0}}
+    after = {"pg": {10: 1.5, 11: 0.25}, "pg_aux": {1: 5.25}, "redis": {7: 2.5}}
+    got = ServerCpu.per_tick(before, after, 1_000_000)
+    assert got == {"pg_cpu_us_per_tick": 0.75, "pg_aux_cpu_us_per_tick": 0.25, "redis_cpu_us_per_tick": 0.5,
+                   "server_cpu_us_per_tick": 1.5}
+    partial = ServerCpu.per_tick({"redis": {7: 2.0}}, {"redis": {7: 3.0}}, 1_000_000)
+    assert partial["redis_cpu_us_per_tick"] == 1.0 and partial["pg_cpu_us_per_tick"] is None
+    assert partial["server_cpu_us_per_tick"] is None
