@@ -30,7 +30,8 @@ REQUIRED = (
 )
 # Present in every report, None when the server is not a local process (container, other host).
 PRESENT = ("pg_cpu_us_per_tick", "pg_aux_cpu_us_per_tick", "redis_cpu_us_per_tick", "server_cpu_us_per_tick",
-           "cpu_with_servers_us_per_tick")
+           "cpu_with_servers_us_per_tick", "e2e_cpu_ceiling_ticks_s", "cpu_ceiling_vs_copy2",
+           "cpu_ceiling_vs_rowbyrow", "e2e_vs_cpu_ceiling")
 
 
 def test_bench_quick_report_shape(pg_admin_uri: str, redis_url: str, tmp_path: Path) -> None:

@@ -96,3 +96,16 @@ def assert_all_once(db_uri: str, exchange: str, symbols: tuple[str, ...], expect
         ids = tick_ids(engine, exchange, sym)
         assert ids == list(range(1, len(ids) + 1)), f"{sym}: ids not consecutive"
     assert duplicate_ticks(engine) == 0
+    assert_audit_clean(db_uri, exchange, symbols)
+
+
+def assert_audit_clean(db_uri: str, exchange: str, symbols: tuple[str, ...]) -> None:
+    """``ttquant audit`` as an operator runs it: exit 0 (every id once, no gap) for ``symbols``."""
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 86_400))
+    until = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + 3_600))
+    argv = [sys.executable, "-m", "ttquant_tasks.cli", "audit", "--exchange", exchange, "--since", since,
+            "--until", until, "--json"]
+    for sym in symbols:
+        argv += ["--symbol", sym]
+    out = subprocess.run(argv, env={**os.environ, "DB_URI": db_uri}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"ttquant audit exit {out.returncode}: {out.stdout[-2000:]} {out.stderr[-2000:]}"

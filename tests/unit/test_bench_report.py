@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ttquant_tasks.bench.hotpath import with_ratios
 from ttquant_tasks.bench.report import TARGETS, markdown
+from ttquant_tasks.bench.runner import cpu_ceiling
 from ttquant_tasks.bench.servercpu import ServerCpu
 
 
@@ -36,3 +37,12 @@ def test_server_cpu_per_tick_counts_new_pids_whole_and_missing_groups_as_none() 
     partial = ServerCpu.per_tick({"redis": {7: 2.0}}, {"redis": {7: 3.0}}, 1_000_000)
     assert partial["redis_cpu_us_per_tick"] == 1.0 and partial["pg_cpu_us_per_tick"] is None
     assert partial["server_cpu_us_per_tick"] is None
+
+
+def test_cpu_ceiling_bounds_the_end_to_end_ratios() -> None:
+    report = {"machine_cpu_count": 2, "cpu_with_servers_us_per_tick": 40.0, "copy2_ticks_s": 250_000,
+              "rowbyrow_ticks_s": 10_000, "e2e_ticks_s": 45_000}
+    out = cpu_ceiling(report)
+    assert out == {"e2e_cpu_ceiling_ticks_s": 50_000, "cpu_ceiling_vs_copy2": 0.2, "cpu_ceiling_vs_rowbyrow": 5.0,
+                   "e2e_vs_cpu_ceiling": 0.9}
+    assert set(cpu_ceiling({"machine_cpu_count": 2}).values()) == {None}  # server CPU not measured

@@ -74,6 +74,10 @@ TARGETS: tuple[Target, ...] = (
 
 # Figures shown in the targets table under the target they explain (``after``); never pass/FAIL.
 REFERENCES: tuple[tuple[str, str, str], ...] = (
+    ("e2e_vs_copy2", "e2e_cpu_ceiling_ticks_s", "CPU ceiling: cores / CPU per tick incl. servers (ticks/s)"),
+    ("e2e_vs_copy2", "cpu_ceiling_vs_copy2", "CPU ceiling / raw 2-conn COPY (the most e2e_vs_copy2 can be)"),
+    ("e2e_vs_copy2", "e2e_vs_cpu_ceiling", "end to end / CPU ceiling"),
+    ("e2e_vs_rowbyrow", "cpu_ceiling_vs_rowbyrow", "CPU ceiling / row-by-row (the most e2e_vs_rowbyrow can be)"),
     ("hot_healthy_p99_us", "hot_floor_nosub_p99_us", "floor: bare pyzmq send, no subscriber (as healthy)"),
     ("hot_healthy_p99_us", "hot_floor_p99_us", "floor: bare pyzmq send, 1 subscriber"),
     ("hot_healthy_p99_us", "hot_floor_noop_p99_us", "floor: timing only"),

@@ -33,7 +33,8 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"]
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("1-3 throughput (ticks/s)", ("copy1_ticks_s", "copy2_ticks_s", "rowbyrow_ticks_s", "e2e_ticks_s",
                                   "e2e_feed_ticks_s", "e2e_ticks", "e2e_stored", "e2e_vs_copy1", "e2e_vs_copy2",
-                                  "e2e_vs_rowbyrow", "copy_ticks", "rowbyrow_ticks")),
+                                  "e2e_vs_rowbyrow", "e2e_cpu_ceiling_ticks_s", "cpu_ceiling_vs_copy2",
+                                  "cpu_ceiling_vs_rowbyrow", "e2e_vs_cpu_ceiling", "copy_ticks", "rowbyrow_ticks")),
     ("4 feed hot path (µs per tick)", tuple(f"hot_{c}_{q}" for c in ("healthy", "db_down", "broker_refused",
                                                                       "broker_hung")
                                             for q in ("p50_us", "p99_us", "max_us", "ticks", "spooled_chunks",
@@ -159,12 +160,27 @@ def run_bench(settings: Settings, *, quick: bool, scale: float, out_dir: Path,
     report["e2e_vs_copy1"] = ratio(report.get("e2e_ticks_s"), report.get("copy1_ticks_s"))
     report["e2e_vs_copy2"] = ratio(report.get("e2e_ticks_s"), report.get("copy2_ticks_s"))
     report["e2e_vs_rowbyrow"] = ratio(report.get("e2e_ticks_s"), report.get("rowbyrow_ticks_s"))
+    report.update(cpu_ceiling(report))
     report["run_seconds"] = round((datetime.now(UTC) - started).total_seconds(), 1)
     report.update(verdicts(report))
     problems = check_flat(report)
     if problems:
         raise ValueError(f"bench report is malformed: {problems}")
     return report, *_write(report, out_dir, started)
+
+
+def cpu_ceiling(report: dict[str, Figure]) -> dict[str, Figure]:
+    """The most ticks/s the whole pipeline could store if it had every core to itself: cores x 1e6 /
+    CPU µs per persisted tick of feed, worker, PostgreSQL and Redis (measured in the end-to-end
+    phase), and what that allows of the end-to-end ratios.  None when a figure is missing."""
+    cores, per_tick = report.get("machine_cpu_count"), report.get("cpu_with_servers_us_per_tick")
+    ceiling = None
+    if isinstance(cores, int) and cores > 0 and isinstance(per_tick, int | float) and per_tick > 0:
+        ceiling = round(cores * 1e6 / per_tick)
+    return {"e2e_cpu_ceiling_ticks_s": ceiling,
+            "cpu_ceiling_vs_copy2": ratio(ceiling, report.get("copy2_ticks_s")),
+            "cpu_ceiling_vs_rowbyrow": ratio(ceiling, report.get("rowbyrow_ticks_s")),
+            "e2e_vs_cpu_ceiling": ratio(report.get("e2e_ticks_s"), ceiling)}
 
 
 def _init(uri: str) -> str:
