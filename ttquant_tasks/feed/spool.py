@@ -30,6 +30,15 @@ _STALE_TMP_S = 300.0
 _NAME_RE = re.compile(r"^(\d{12,})-(\d+)\.json$")
 
 
+def fsync_dir(directory: Path) -> None:
+    """Make renames and new files in ``directory`` durable (the entries are on disk only after this)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class SpoolError(TTQuantError):
     """The spool directory cannot be written or read (not a directory, permissions, disk full)."""
 
@@ -140,12 +149,7 @@ class Spool:
         return seq
 
     def _fsync_dir(self) -> None:
-        # The rename is durable only once the directory entry is on disk.
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.directory)
 
     def peek_oldest(self) -> tuple[int, dict[str, Any]] | None:
         """``(key, payload)`` of the oldest chunk, or None when empty.  Corrupt files go to ``bad/``."""

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TTQuantError
+from ..feed.spool import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -417,11 +418,7 @@ class Journal:
             self.counts["trimmed_segments"] += 1
 
     def _fsync_dir(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.directory)
 
     def close(self) -> None:
         """Stop the sync thread after a last sync; close the segment.  Idempotent."""
