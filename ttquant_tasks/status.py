@@ -39,7 +39,7 @@ def _part(report: dict[str, Any], key: str, fn: Callable[[], Any]) -> None:
         report[f"{key}_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
-def _database(settings: Settings) -> dict[str, Any]:
+def _database(settings: Settings, exchange: str) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from .ops.metrics import symbol_lags, ticks_received
@@ -53,8 +53,8 @@ def _database(settings: Settings) -> dict[str, Any]:
     return {
         "size_bytes": db_size(engine),
         "rows_estimate": rows,
-        "ticks_out_per_s": ticks_received(engine, settings.exchange, RATE_WINDOW_S) / RATE_WINDOW_S,
-        "lag_s": symbol_lags(engine, settings.exchange, settings.symbols),
+        "ticks_out_per_s": ticks_received(engine, exchange, RATE_WINDOW_S) / RATE_WINDOW_S,
+        "lag_s": symbol_lags(engine, exchange, settings.symbols),
     }
 
 
@@ -92,11 +92,13 @@ def collect(settings: Settings) -> dict[str, Any]:
 
     report: dict[str, Any] = {"time": time.time(), "database": mask_url(settings.read_uri),
                               "broker": mask_url(settings.broker_url)}
+    report["feed"] = feed = read_stats(settings.feed_stats_path)
+    # The exchange the running feed stores (``ttquant up --source sim`` stores ``sim``), else EXCHANGE.
+    exchange = (feed or {}).get("counts", {}).get("exchange") or settings.exchange
     _part(report, "embedded", lambda: _services(settings))
-    _part(report, "db", lambda: _database(settings))
+    _part(report, "db", lambda: _database(settings, str(exchange)))
     _part(report, "celery", lambda: _broker(settings))
     _part(report, "backup", lambda: _backup(settings))
-    report["feed"] = read_stats(settings.feed_stats_path)
     return report
 
 

@@ -82,3 +82,22 @@ def test_cli_backup_then_restore_gives_identical_counts(make_database: Callable[
 def test_cli_restore_rejects_a_bad_target_uri(tmp_path: Path) -> None:
     out = ttquant({"TTQUANT_HOME": str(tmp_path)}, "restore", str(tmp_path / "x.dump"), "--into", "mysql://h/db")
     assert out.returncode == 2 and "postgresql://" in out.stderr
+
+
+def test_status_follows_the_exchange_the_feed_stores(make_database: Callable[..., str], redis_url: str,
+                                                     tmp_path: Path) -> None:
+    """`ttquant up --source sim` stores exchange `sim`; status shows its lag, not EXCHANGE's (binance)."""
+    from ttquant_tasks.feed.stats import write_stats
+    from ttquant_tasks.settings import Settings
+    from ttquant_tasks.status import collect
+
+    db = make_database("st_ex")
+    migrate.init_db(db, "plain")
+    eng = make_engine(db)
+    t0 = time.time_ns()
+    insert_ticks(eng, [Tick("sim", "BTCUSDT", i, "64000.5", "0.1", t0 + i, t0 + i + 1) for i in range(1, 11)])
+    eng.dispose()
+    settings = Settings.from_env({"DB_URI": db, "CELERY_BROKER_URL": redis_url, "TTQUANT_HOME": str(tmp_path)})
+    assert set(collect(settings)["db"]["lag_s"]) == set()  # no feed stats: EXCHANGE (binance) has no ticks
+    write_stats(settings.feed_stats_path, {"counts": {"exchange": "sim", "ticks": 10}, "time": time.time(), "pid": 1})
+    assert set(collect(settings)["db"]["lag_s"]) == {"BTCUSDT"}
