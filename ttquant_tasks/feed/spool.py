@@ -22,21 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TTQuantError
+from ..files import fsync_path
 from ..models import payload_len
 
 log = logging.getLogger(__name__)
 
 _STALE_TMP_S = 300.0
 _NAME_RE = re.compile(r"^(\d{12,})-(\d+)\.json$")
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make renames and new files in ``directory`` durable (the entries are on disk only after this)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SpoolError(TTQuantError):
@@ -138,7 +130,7 @@ class Spool:
             finally:
                 os.close(fd)
             os.replace(tmp, final)
-            self._fsync_dir()
+            fsync_path(self.directory)  # the rename is durable only once the entry is on disk
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
@@ -147,9 +139,6 @@ class Spool:
             self._ticks[seq] = n
             bisect.insort(self._seqs, seq)
         return seq
-
-    def _fsync_dir(self) -> None:
-        fsync_dir(self.directory)
 
     def peek_oldest(self) -> tuple[int, dict[str, Any]] | None:
         """``(key, payload)`` of the oldest chunk, or None when empty.  Corrupt files go to ``bad/``."""

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TTQuantError
-from ..feed.spool import fsync_dir
+from ..files import fsync_path
 
 log = logging.getLogger(__name__)
 
@@ -407,7 +407,7 @@ class Journal:
             os.fsync(fd)
             self.counts["fsyncs"] += 1
         if dir_dirty:
-            self._fsync_dir()
+            fsync_path(self.directory)
         if mark > self._mark:
             tmp = self.directory / f".{_MARK}.tmp"
             tmp.write_text(str(mark))
@@ -416,9 +416,6 @@ class Journal:
         for s in spent:
             s.path.unlink(missing_ok=True)
             self.counts["trimmed_segments"] += 1
-
-    def _fsync_dir(self) -> None:
-        fsync_dir(self.directory)
 
     def close(self) -> None:
         """Stop the sync thread after a last sync; close the segment.  Idempotent."""

@@ -31,6 +31,7 @@ import psycopg2
 from sqlalchemy.engine import make_url
 
 from ..errors import ConfigError, DatabaseUnavailable, PermanentError
+from ..files import fsync_path
 from ..settings import mask_url
 from ..storage import schema
 from ..storage.engine import sqlalchemy_url
@@ -175,18 +176,10 @@ def tool_version(tool: Path) -> int:
     return tool_major(out.stdout or out.stderr)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.partial")
     tmp.write_text(text)
-    _fsync(tmp)
+    fsync_path(tmp)
     os.replace(tmp, path)
 
 
@@ -272,7 +265,7 @@ def backup(db_uri: str, directory: Path, keep: int = 7, pg_bin: Path | None = No
     finally:
         conn.close()
     try:
-        _fsync(partial)
+        fsync_path(partial)
         list_archive(pg_restore, partial)
         digest = file_sha256(partial)
         size = partial.stat().st_size

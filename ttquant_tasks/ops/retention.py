@@ -36,6 +36,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..errors import ConfigError, PermanentError
+from ..files import fsync_path
 from ..storage.engine import db_errors
 
 BATCH_ROWS = 50_000
@@ -97,14 +98,6 @@ def horizon(now: datetime, older_than_days: int) -> datetime:
     return datetime.combine(day, time(), tzinfo=UTC)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def export_group(engine: sa.Engine, archive_dir: Path, day: date, exchange: str, symbol: str) -> dict[str, Any]:
     """Write one (day, exchange, symbol) to its Parquet file, merged with an existing one; verified.
 
@@ -142,9 +135,9 @@ def export_group(engine: sa.Engine, archive_dir: Path, day: date, exchange: str,
         back = pq.read_table(tmp, columns=["trade_id"])
         if back.num_rows != expected or pq.ParquetFile(tmp).metadata.num_rows != expected:
             raise ArchiveError(f"{final}: wrote {expected} rows but read back {back.num_rows}")
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, final)
-        _fsync(final.parent)
+        fsync_path(final.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
