@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..models import payload_len
-from .spool import Spool
+from .spool import Spool, SpoolError
 
 log = logging.getLogger(__name__)
 
@@ -44,26 +44,20 @@ class Outbox(Spool):
     """Unconfirmed payloads on disk (a spool read by key, not as a FIFO)."""
 
     def read(self, key: int) -> Payload | None:
-        """The payload stored under ``key``; None when it is gone or unreadable (logged)."""
-        import json
-
-        with self._lock:
-            if key not in self._ticks:
-                return None
-            path = self._path(key)
+        """As :meth:`Spool.read`, but a file that cannot be read is moved aside (or forgotten), never
+        raised: an outbox entry is a second copy, and the confirmer must keep going."""
         try:
-            payload = json.loads(path.read_bytes())
-        except (OSError, ValueError) as exc:
-            log.error("outbox: cannot read %s (%s); it is moved aside", path, exc)
-            self._quarantine_quietly(key, path, exc)
+            return super().read(key)
+        except SpoolError as exc:
+            log.error("outbox: %s; it is moved aside", exc)
+            with self._lock:
+                path = self._path(key) if key in self._ticks else None
+            try:
+                if path is not None:
+                    self._quarantine(key, path, exc)
+            except SpoolError:  # an unreadable file we cannot move: forget it
+                self._forget(key)
             return None
-        return payload if isinstance(payload, dict) else None
-
-    def _quarantine_quietly(self, key: int, path: Any, exc: Exception) -> None:
-        try:
-            self._quarantine(key, path, exc)
-        except Exception:  # noqa: BLE001 - an unreadable file we cannot move: forget it
-            self._forget(key)
 
 
 def tick_keys(payload: Payload) -> tuple[Hashable, ...]:
@@ -172,6 +166,12 @@ class Confirmer:
             except Exception as exc:  # noqa: BLE001 - a stale file is checked again at the next start
                 log.warning("confirm: %s", exc)
 
+    def _give_up(self, chunk_id: str, entry: _Entry) -> None:
+        with self._lock:
+            if self._entries.pop(chunk_id, None) is entry:
+                self._drop(entry)
+                self.counts["given_up"] += 1
+
     def _spill(self, chunk_id: str, entry: _Entry) -> bool:
         """Move ``entry``'s payload to the outbox; False (kept in memory) when it cannot."""
         payload = entry.payload
@@ -265,18 +265,12 @@ class Confirmer:
             if entry.resends >= self.max_resends:
                 log.error("confirm: GIVING UP on payload %s: its rows are not stored after %d resends",
                           cid, entry.resends)
-                with self._lock:
-                    if self._entries.pop(cid, None) is entry:
-                        self._drop(entry)
-                        self.counts["given_up"] += 1
+                self._give_up(cid, entry)
                 continue
             payload = entry.payload or (self.outbox.read(entry.outbox_key) if self.outbox is not None
                                         and entry.outbox_key is not None else None)
-            if payload is None:
-                with self._lock:
-                    if self._entries.pop(cid, None) is entry:
-                        self._drop(entry)
-                        self.counts["given_up"] += 1
+            if payload is None:  # its outbox copy is gone or unreadable (logged)
+                self._give_up(cid, entry)
                 continue
             try:
                 with self._publish_lock:

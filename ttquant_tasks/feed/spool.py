@@ -147,19 +147,31 @@ class Spool:
                 if not self._seqs:
                     return None
                 seq = self._seqs[0]
-                path = self._path(seq)
-            try:
-                payload = json.loads(path.read_bytes())
-                if not isinstance(payload, dict):
-                    raise ValueError(f"a chunk is a JSON object, found {type(payload).__name__}")
+            payload = self.read(seq)
+            if payload is not None:
                 return seq, payload
-            except FileNotFoundError:
-                log.warning("spool: chunk %s vanished from %s; skipping it", path.name, self.directory)
-                self._forget(seq)
-            except (ValueError, UnicodeDecodeError) as exc:
-                self._quarantine(seq, path, exc)
-            except OSError as exc:
-                raise _os_error("read", path, exc) from exc
+            # vanished or corrupt: forgotten (or moved aside), so the next one is the oldest now
+
+    def read(self, key: int) -> dict[str, Any] | None:
+        """The payload of chunk ``key``; None when the key is unknown, the file vanished (forgotten)
+        or is corrupt (moved to ``bad/``).  Raises :class:`SpoolError` when it cannot be read."""
+        with self._lock:
+            if key not in self._ticks:
+                return None
+            path = self._path(key)
+        try:
+            payload = json.loads(path.read_bytes())
+            if not isinstance(payload, dict):
+                raise ValueError(f"a chunk is a JSON object, found {type(payload).__name__}")
+            return payload
+        except FileNotFoundError:
+            log.warning("spool: chunk %s vanished from %s; skipping it", path.name, self.directory)
+            self._forget(key)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self._quarantine(key, path, exc)
+        except OSError as exc:
+            raise _os_error("read", path, exc) from exc
+        return None
 
     def _quarantine(self, seq: int, path: Path, exc: Exception) -> None:
         self.corrupt += 1
