@@ -58,7 +58,8 @@ def ns_to_datetime(ns: int) -> dt.datetime:
     return _EPOCH + dt.timedelta(microseconds=ns // 1000)
 
 
-def _rank(column: Any) -> sa.ColumnElement[int]:
+def status_rank(column: Any) -> sa.ColumnElement[int]:
+    """SQL: the rank of an order status column (``STATUS_RANK``; -1 for anything else)."""
     return sa.case(STATUS_RANK, value=column, else_=-1)
 
 
@@ -88,7 +89,7 @@ def _order_statement() -> _Statement:
     stmt = stmt.on_conflict_do_update(
         index_elements=[t.c.order_id],
         set_={"status": stmt.excluded.status, "updated_at": stmt.excluded.updated_at},
-        where=_rank(t.c.status) < _rank(stmt.excluded.status),
+        where=status_rank(t.c.status) < status_rank(stmt.excluded.status),
     )
     return _compile("upsert_order", stmt, t)
 

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from ..gateway.records import STATUS_RANK
 from . import schema
 from .engine import db_errors
+from .orders import status_rank
 
 _TICKS = sa.text("""
 SELECT p.exchange, p.symbol, p.trade_id, p.exchange_time
@@ -73,8 +74,7 @@ def stored_records(engine: sa.Engine, keys: list[Hashable]) -> set[Hashable]:
     with db_errors("stored_records"), engine.connect() as conn:
         if orders:
             o = schema.orders
-            rank = sa.case(STATUS_RANK, value=o.c.status, else_=-1)
-            query = sa.select(o.c.order_id, rank).where(o.c.order_id.in_([k[1] for k in orders]))
+            query = sa.select(o.c.order_id, status_rank(o.c.status)).where(o.c.order_id.in_([k[1] for k in orders]))
             ranks = {order_id: rank for order_id, rank in conn.execute(query)}
             found.update(k for k in orders if ranks.get(k[1], -1) >= k[2])
         if trades:
