@@ -146,14 +146,20 @@ def test_the_sync_thread_fsyncs_in_the_background(make: Callable[..., Journal]) 
     wait_for(lambda: j.stats()["fsyncs"] >= 1, "a background fsync")
 
 
-def test_torn_tail_is_ignored_and_writing_goes_on_in_a_new_segment(
-        make: Callable[..., Journal], caplog: pytest.LogCaptureFixture) -> None:
+def closed_segment(make: Callable[..., Journal], n: int) -> tuple[Journal, Path]:
+    """A journal of ``n`` records (``rec(0)``..), closed; it and its one segment file."""
     j = make()
     j.open()
-    for i in range(3):
+    for i in range(n):
         j.append(rec(i))
     j.close()
     (seg,) = segments(j.directory)
+    return j, seg
+
+
+def test_torn_tail_is_ignored_and_writing_goes_on_in_a_new_segment(
+        make: Callable[..., Journal], caplog: pytest.LogCaptureFixture) -> None:
+    j, seg = closed_segment(make, 3)
     os.truncate(seg, seg.stat().st_size - 5)  # the last entry cut short, as by a crash mid-write
     with caplog.at_level(logging.WARNING):
         j2 = make()
@@ -166,11 +172,7 @@ def test_torn_tail_is_ignored_and_writing_goes_on_in_a_new_segment(
 
 
 def test_zero_filled_tail_is_a_torn_tail_not_corruption(make: Callable[..., Journal]) -> None:
-    j = make()
-    j.open()
-    j.append(rec(0))
-    j.close()
-    (seg,) = segments(j.directory)
+    _, seg = closed_segment(make, 1)
     with open(seg, "ab") as f:
         f.write(b"\0" * 64)
     got = make().open()
@@ -179,12 +181,7 @@ def test_zero_filled_tail_is_a_torn_tail_not_corruption(make: Callable[..., Jour
 
 def test_corrupt_entry_is_logged_and_skipped_never_fatal(
         make: Callable[..., Journal], caplog: pytest.LogCaptureFixture) -> None:
-    j = make()
-    j.open()
-    for i in range(3):
-        j.append(rec(i))
-    j.close()
-    (seg,) = segments(j.directory)
+    _, seg = closed_segment(make, 3)
     data = bytearray(seg.read_bytes())
     second = len(encode_entry(1, rec(0)))
     data[second + 30] ^= 0xFF  # a byte inside the second entry's body
