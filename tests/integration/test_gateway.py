@@ -221,11 +221,15 @@ def test_orders_trades_positions_land_once_and_restart_restores(
 
 
 class Sink:
+    """The gateway's ``publish``: keeps each payload, and the records in them (groups opened)."""
+
     def __init__(self) -> None:
+        self.payloads: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []
 
-    def __call__(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
+    def __call__(self, payload: dict[str, Any]) -> None:
+        self.payloads.append(payload)
+        self.records.extend(payload["records"] if payload["kind"] == "group" else [payload])
 
 
 RISK = {
@@ -286,6 +290,10 @@ def test_each_risk_rule_and_bad_input_answered_with_a_code(tmp_path: Path) -> No
         assert gw.thread.is_alive()
     kinds = [r["kind"] for r in sink.records]
     assert kinds.count("position") == 4  # p1, r1, r2, legacy
+    # One payload per order: its NEW, fill, snapshot and final status travel as one group.
+    (p1,) = [p for p in sink.payloads if p["kind"] == "group" and p["records"][0].get("order_id") == "p1"]
+    assert [(r["kind"], r.get("status")) for r in p1["records"]] == [
+        ("order", "NEW"), ("trade", "FILLED"), ("position", None), ("order", "FILLED")]
     statuses = {r["order_id"]: r["status"] for r in sink.records if r["kind"] == "order"}
     assert statuses["p2"] == "REJECTED" and statuses["legacy"] == "FILLED"
     assert "invalid" not in statuses  # invalid fields: no order row, only the REJECTED trade

@@ -128,6 +128,55 @@ def test_bad_data_is_permanent_and_keeps_the_connection(engine: sa.Engine, sid: 
     assert writer_pid(engine) == pid  # autocommit: nothing to roll back, the connection stays
 
 
+def group(*records: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "group", "version": 1, "chunk_id": f"group:{records[0]['chunk_id']}+{len(records)}",
+            "records": list(records)}
+
+
+def stored(engine: sa.Engine, sid: str) -> tuple[list[Any], int, int]:
+    return (rows(engine, "SELECT order_id, status FROM orders WHERE strategy_id = :s ORDER BY order_id", s=sid),
+            len(rows(engine, "SELECT 1 FROM trades WHERE strategy_id = :s", s=sid)),
+            len(rows(engine, "SELECT 1 FROM positions WHERE strategy_id = :s", s=sid)))
+
+
+def test_a_group_is_written_in_one_transaction_once(engine: sa.Engine, sid: str) -> None:
+    oid = f"{sid}-g1"
+    payload = group(order(oid, sid), trade(f"{sid}-gt", sid, order_id=oid), position(sid, T0),
+                    order(oid, sid, "FILLED", updated_ns=T0 + 9000))
+    assert orders.write_group(engine, payload) == 4  # NEW inserted, trade, snapshot, status moved to FILLED
+    assert stored(engine, sid) == ([(oid, "FILLED")], 1, 1)
+    pid = writer_pid(engine)
+    assert orders.write_group(engine, payload) == 0  # a redelivery changes nothing
+    assert stored(engine, sid) == ([(oid, "FILLED")], 1, 1)
+    assert writer_pid(engine) == pid
+    # One transaction: every row it wrote carries the same xmin.
+    orders.write_group(engine, group(order(f"{sid}-g2", sid), trade(f"{sid}-g2t", sid), position(sid, T0 + 7000)))
+    xmins = rows(engine, "SELECT xmin::text FROM orders WHERE order_id = :o UNION ALL SELECT xmin::text FROM trades"
+                         " WHERE trade_id = :t UNION ALL SELECT xmin::text FROM positions WHERE strategy_id = :s"
+                         " AND time = :time", o=f"{sid}-g2", t=f"{sid}-g2t", s=sid,
+                 time=orders.ns_to_datetime(T0 + 7000))
+    assert len(xmins) == 3 and len(set(xmins)) == 1, xmins
+
+
+def test_a_group_is_all_or_nothing(engine: sa.Engine, sid: str) -> None:
+    oid = f"{sid}-g1"
+    with pytest.raises(PayloadError, match=r"record 2: .*'status'"):  # refused before anything is written
+        orders.write_group(engine, group(order(oid, sid), trade(f"{sid}-t", sid), {**order(oid, sid), "status": "X"}))
+    with pytest.raises(PayloadError, match="record 1: field 'kind'"):
+        orders.write_group(engine, group(order(oid, sid), {"kind": "fill"}))
+    with pytest.raises(PayloadError, match="non-empty list"):
+        orders.write_group(engine, {"kind": "group", "version": 1, "chunk_id": "g", "records": []})
+    assert orders.insert_position(engine, position(f"{sid}-other", T0)) == 1  # the connection is open now
+    pid = writer_pid(engine)
+    with pytest.raises(PermanentError, match="write_group"):  # the database refuses the third record
+        orders.write_group(engine, group(order(oid, sid), trade(f"{sid}-t", sid), trade(f"{sid}-big", sid,
+                                                                                         error_code=2**40)))
+    assert stored(engine, sid) == ([], 0, 0), "the records before the bad one were rolled back"
+    assert writer_pid(engine) == pid  # rolled back, the connection stays usable
+    assert orders.write_group(engine, group(order(oid, sid), trade(f"{sid}-t", sid))) == 2
+    assert stored(engine, sid) == ([(oid, "NEW")], 1, 0)
+
+
 def test_backend_killed_between_writes(engine: sa.Engine, sid: str) -> None:
     """The server ends the writer's session (restart, failover, admin): no error, no loss, no duplicate."""
     assert orders.upsert_order(engine, order(f"{sid}-1", sid)) == 1

@@ -16,6 +16,8 @@ from ttquant_tasks.gateway.orders import Code, Fill, OrderRequest, Rejection
 from ttquant_tasks.gateway.positions import Position
 from ttquant_tasks.gateway.records import (
     fill_record,
+    group_members,
+    group_record,
     order_record,
     order_status,
     parse_record,
@@ -24,6 +26,8 @@ from ttquant_tasks.gateway.records import (
 )
 from ttquant_tasks.gateway.risk import RiskLimits, limits_from_mapping
 from ttquant_tasks.gateway.service import OrderService, salvage_order_id
+from ttquant_tasks.storage.receipts import record_key
+from ttquant_tasks.tasks.publisher import describe
 
 T0 = 1_718_000_000_000_000_000
 ORDER = OrderRequest("o-1", "s1", "BTCUSDT", "BUY", Decimal("0"), Decimal("0.5"), T0)
@@ -70,6 +74,24 @@ def test_records_are_json_and_parse_back_exactly() -> None:
     pos = parse_record(records[3], "position")
     assert pos["unrealized_pnl"] == Decimal("5.0") and pos["avg_price"] == Decimal("100")
     assert records[0]["chunk_id"] == "order:o-1:NEW" and records[1]["chunk_id"] == "trade:t1"
+
+
+def test_a_group_carries_its_records_and_their_probe_keys() -> None:
+    new, filled = order_record(ORDER, "NEW", T0, T0), order_record(ORDER, "FILLED", T0, T0 + 5)
+    trade = fill_record(fill("0.5"), Decimal(0))
+    group = group_record([new, trade, filled])
+    assert json.loads(json.dumps(group)) == group
+    assert group["chunk_id"] == "group:order:o-1:NEW+3"  # the same records grouped again: the same id
+    assert group_members(group) == [new, trade, filled]
+    assert record_key(group) == (*record_key(new), *record_key(trade), *record_key(filled))
+    assert describe(group) == "[<3 records group:order:o-1:NEW+3>]"
+    assert describe(new) == "[<order order:o-1:NEW>]"
+    with pytest.raises(ValueError, match="at least one"):
+        group_record([])
+    for bad, message in (([new], "kind 'group'"), ({**group, "version": 9}, "version 9"),
+                         ({**group, "records": {}}, "non-empty list")):
+        with pytest.raises(PayloadError, match=message):
+            group_members(bad)
 
 
 def test_rejection_record_cleans_nul_characters() -> None:

@@ -335,12 +335,13 @@ class Journal:
         self.counts["appended"] += len(records)
         return seqs
 
-    def handed_over(self, seq: Any) -> None:
-        """Record ``seq`` as handed over for good (thread-safe; the enqueuer's ``on_handover``)."""
+    def handed_over(self, *seqs: Any) -> None:
+        """Record ``seqs`` as handed over for good (thread-safe; from the enqueuer's ``on_handover``)."""
         with self._lock:
-            if seq in self._pending:
-                self._pending.discard(seq)
-                self.counts["handed_over"] += 1
+            for seq in seqs:
+                if seq in self._pending:
+                    self._pending.discard(seq)
+                    self.counts["handed_over"] += 1
 
     def checkpoint(self, seq: int) -> None:
         """The positions as of ``seq`` are saved elsewhere (see ``hold_for_checkpoint``)."""

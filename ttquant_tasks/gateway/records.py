@@ -1,8 +1,9 @@
 """JSON payloads for the ``orders``, ``trades`` and ``positions`` rows, and their validation.  Pure.
 
-The gateway builds one payload per row and hands it to its enqueuer; a Celery task of the
+The gateway builds one payload per row and hands them to its enqueuer; a Celery task of the
 ``orders`` queue (``ttquant.write_order`` / ``write_trade`` / ``write_position``, chosen by
-``kind``) validates it with :func:`parse_record` and writes it (:mod:`ttquant_tasks.storage.orders`).
+``kind``, or ``write_records`` for a group, below) validates it with :func:`parse_record` and
+writes it (:mod:`ttquant_tasks.storage.orders`).
 
 Every payload is a flat JSON object with ``kind``, ``version`` and a ``chunk_id`` that names the
 row's natural key (the worker counts redeliveries by it).  Prices, quantities and PnL are decimal
@@ -18,6 +19,12 @@ out of order:
 * ``position``: a snapshot after a fill, keyed by ``(strategy_id, symbol, time_ns)``.  It also
   carries ``fees`` (commissions so far; not a column, the worker ignores it) so that the gateway can
   restore the whole position from its journal (:mod:`.journal`).
+
+An order's records travel together as one ``group`` payload (:func:`group_record`, task
+``ttquant.write_records``): ``{"kind": "group", "version": 1, "chunk_id": ..., "records": [...]}``,
+written in one transaction, so one order costs one broker message, one task and one commit
+instead of four.  Each record in it is a complete record as above; a single record may still be
+sent on its own (journal replay, older gateways).
 
 Example (an order record)::
 
@@ -39,6 +46,8 @@ from .positions import Position, unrealized_pnl
 
 RECORD_VERSION = 1
 KINDS = ("order", "trade", "position")
+GROUP = "group"
+"""``kind`` of a payload carrying several records (see module doc)."""
 ORDER_STATUSES = ("NEW", "PARTIALLY_FILLED", "FILLED", "REJECTED")
 STATUS_RANK = {"NEW": 0, "PARTIALLY_FILLED": 1, "FILLED": 2, "REJECTED": 2}
 """Order status moves only to a higher rank; FILLED and REJECTED are final."""
@@ -109,6 +118,30 @@ def position_record(pos: Position, mark: Decimal, time_ns: int) -> dict[str, Any
         "avg_price": _dec(pos.avg_price), "unrealized_pnl": _dec(unrealized_pnl(pos, mark)),
         "realized_pnl": _dec(pos.realized_pnl), "fees": _dec(pos.fees), "time_ns": time_ns,
     }
+
+
+def group_record(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One payload carrying ``records`` (in order), written in one transaction by the worker.
+
+    Its ``chunk_id`` names its first record and how many there are: the same records grouped
+    again (a replay) give the same id.
+    """
+    if not records:
+        raise ValueError("a record group needs at least one record")
+    return {"kind": GROUP, "version": RECORD_VERSION,
+            "chunk_id": f"group:{records[0].get('chunk_id')}+{len(records)}", "records": list(records)}
+
+
+def group_members(payload: Any) -> list[Any]:
+    """The records of a ``group`` payload; :class:`PayloadError` when it is not one."""
+    if not isinstance(payload, Mapping) or payload.get("kind") != GROUP:
+        raise PayloadError("record group: expected a JSON object with kind 'group'")
+    if payload.get("version") != RECORD_VERSION:
+        raise PayloadError(f"record group: unsupported version {payload.get('version')!r}")
+    records = payload.get("records")
+    if not isinstance(records, list) or not records:
+        raise PayloadError("record group: field 'records' must be a non-empty list")
+    return records
 
 
 # ---------------------------------------------------------------- validation (worker side)

@@ -7,7 +7,9 @@ statement (atomic on its own):
 * ``upsert_order``: insert, or move the status forward only (rank NEW < PARTIALLY_FILLED <
   FILLED = REJECTED); a repeated or late record changes nothing;
 * ``insert_trade``: ``ON CONFLICT (trade_id) DO NOTHING``;
-* ``insert_position``: ``ON CONFLICT (strategy_id, symbol, time) DO NOTHING`` (history rows).
+* ``insert_position``: ``ON CONFLICT (strategy_id, symbol, time) DO NOTHING`` (history rows);
+* ``write_group``: the records of one ``group`` payload (an order's NEW, fills, snapshots and final
+  status) with those same statements in ONE transaction: one round trip each and one commit.
 
 Each returns the number of rows inserted or changed (0 or 1).  Driver errors are translated as in
 :mod:`.writers`: connection-level -> ``DatabaseUnavailable``, bad data -> ``PermanentError``.
@@ -30,11 +32,12 @@ SQL compiled once at import.  That connection is outside the engine's pool (:fun
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -45,8 +48,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.dialects.postgresql import psycopg2 as pg_dialect
 
+from ..errors import PayloadError
 from ..gateway.positions import Position
-from ..gateway.records import STATUS_RANK, parse_record
+from ..gateway.records import STATUS_RANK, group_members, parse_record
 from . import schema
 from .engine import connect_raw, db_errors
 
@@ -112,10 +116,25 @@ class _Link:
     conn: psycopg2.extensions.connection
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def execute(self, sql: str, params: Mapping[str, Any]) -> int:
+    def execute(self, statements: Sequence[tuple[str, Mapping[str, Any]]]) -> int:
+        """Run ``statements``: one alone autocommits, several run in one transaction."""
         with self.lock, self.conn.cursor() as cur:
-            cur.execute(sql, params)
-            return int(cur.rowcount)
+            if len(statements) == 1:
+                cur.execute(*statements[0])
+                return int(cur.rowcount)
+            cur.execute("BEGIN")
+            try:
+                changed = 0
+                for sql, params in statements:
+                    cur.execute(sql, params)
+                    changed += int(cur.rowcount)
+                cur.execute("COMMIT")
+            except BaseException:
+                # Leaves the session idle again, or (connection gone) not reusable: see reusable().
+                with contextlib.suppress(psycopg2.Error):
+                    cur.execute("ROLLBACK")
+                raise
+            return changed
 
     def reusable(self) -> bool:
         """Still open, in this process, and not inside a transaction (autocommit: it never should be)."""
@@ -195,13 +214,14 @@ def open_connection(engine: sa.Engine) -> None:
         _link(engine)
 
 
-def _write(engine: sa.Engine, stmt: _Statement, row: Mapping[str, Any]) -> int:
-    """Run ``stmt`` with ``row`` as one autocommit statement; rows inserted or changed."""
-    params = {**stmt.constants, **row}
-    with db_errors(stmt.what):
+def _write(engine: sa.Engine, what: str, rows: Sequence[tuple[_Statement, Mapping[str, Any]]]) -> int:
+    """Run each ``(statement, row)``, in one transaction when there are several (one autocommit
+    statement otherwise); rows inserted or changed."""
+    statements = [(stmt.sql, {**stmt.constants, **row}) for stmt, row in rows]
+    with db_errors(what):
         link, opened_now = _link(engine)
         try:
-            return link.execute(stmt.sql, params)
+            return link.execute(statements)
         except BaseException as exc:
             if link.reusable() and isinstance(exc, psycopg2.Error):
                 raise  # bad data, missing table, deadlock...: the connection itself is fine
@@ -212,36 +232,68 @@ def _write(engine: sa.Engine, stmt: _Statement, row: Mapping[str, Any]) -> int:
         # A connection opened earlier is dead (restart, terminated backend, network cut since it
         # was last used): once more on a new one.  Idempotent, so a statement that did commit
         # before the connection died changes nothing the second time.
-        return _link(engine)[0].execute(stmt.sql, params)
+        return _link(engine)[0].execute(statements)
 
 
 # ---------------------------------------------------------------- the writers
 
 
-def upsert_order(engine: sa.Engine, payload: Any) -> int:
-    """Write an order record: insert it, or advance the stored status (never backwards)."""
+def _order_row(payload: Any) -> tuple[_Statement, dict[str, Any]]:
     rec = parse_record(payload, "order")
-    row = {
+    return _UPSERT_ORDER, {
         "time": ns_to_datetime(rec["time_ns"]), "order_id": rec["order_id"], "strategy_id": rec["strategy_id"],
         "symbol": rec["symbol"], "side": rec["side"], "price": rec["price"], "volume": rec["volume"],
         "timestamp": rec["timestamp"], "status": rec["status"], "updated_at": ns_to_datetime(rec["updated_ns"]),
     }
-    return _write(engine, _UPSERT_ORDER, row)
+
+
+def _trade_row(payload: Any) -> tuple[_Statement, dict[str, Any]]:
+    rec = parse_record(payload, "trade")
+    return _INSERT_TRADE, {**rec, "time": ns_to_datetime(rec["trade_time"])}
+
+
+def _position_row(payload: Any) -> tuple[_Statement, dict[str, Any]]:
+    rec = parse_record(payload, "position")
+    row = {k: v for k, v in rec.items() if k != "time_ns"}
+    row["time"] = ns_to_datetime(rec["time_ns"])
+    return _INSERT_POSITION, row
+
+
+_ROW_OF_KIND = {"order": _order_row, "trade": _trade_row, "position": _position_row}
+
+
+def upsert_order(engine: sa.Engine, payload: Any) -> int:
+    """Write an order record: insert it, or advance the stored status (never backwards)."""
+    return _write(engine, "upsert_order", [_order_row(payload)])
 
 
 def insert_trade(engine: sa.Engine, payload: Any) -> int:
     """Write a trade record (fill or rejection) once, keyed by ``trade_id``."""
-    rec = parse_record(payload, "trade")
-    row = {**rec, "time": ns_to_datetime(rec["trade_time"])}
-    return _write(engine, _INSERT_TRADE, row)
+    return _write(engine, "insert_trade", [_trade_row(payload)])
 
 
 def insert_position(engine: sa.Engine, payload: Any) -> int:
     """Write a position snapshot once, keyed by ``(strategy_id, symbol, time)``."""
-    rec = parse_record(payload, "position")
-    row = {k: v for k, v in rec.items() if k != "time_ns"}
-    row["time"] = ns_to_datetime(rec["time_ns"])
-    return _write(engine, _INSERT_POSITION, row)
+    return _write(engine, "insert_position", [_position_row(payload)])
+
+
+def write_group(engine: sa.Engine, payload: Any) -> int:
+    """Write every record of a ``group`` payload in one transaction (all or nothing); rows new or changed.
+
+    Every record is validated before anything is written: one bad record refuses the whole group
+    with a :class:`PayloadError` naming it (the group is then dead-lettered whole, kept for an operator).
+    """
+    rows = []
+    for i, record in enumerate(group_members(payload)):
+        kind = record.get("kind") if isinstance(record, Mapping) else None
+        row_of = _ROW_OF_KIND.get(kind) if isinstance(kind, str) else None
+        try:
+            if row_of is None:
+                raise PayloadError(f"field 'kind' is {kind!r}, not one of {sorted(_ROW_OF_KIND)}")
+            rows.append(row_of(record))
+        except PayloadError as exc:
+            raise PayloadError(f"record group {payload.get('chunk_id')!r}, record {i}: {exc}") from None
+    return _write(engine, "write_group", rows)
 
 
 def position_times(engine: sa.Engine) -> dict[tuple[str, str], int]:

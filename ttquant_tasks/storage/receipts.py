@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 
-from ..gateway.records import STATUS_RANK
+from ..gateway.records import GROUP, STATUS_RANK
 from . import schema
 from .engine import db_errors
 from .orders import status_rank
@@ -54,8 +54,11 @@ def stored_ticks(engine: sa.Engine, keys: list[Hashable]) -> set[Hashable]:
 
 
 def record_key(record: dict[str, Any]) -> tuple[Hashable, ...]:
-    """The one probe key of a gateway record (see :mod:`ttquant_tasks.gateway.records`)."""
+    """The probe key of a gateway record (see :mod:`ttquant_tasks.gateway.records`); a group has
+    those of its records."""
     kind = record["kind"]
+    if kind == GROUP:
+        return tuple(key for member in record["records"] for key in record_key(member))
     if kind == "order":
         return (("order", str(record["order_id"]), STATUS_RANK[record["status"]]),)
     if kind == "trade":

@@ -37,6 +37,7 @@ TASK_ROUTES = {
     "ttquant.write_order": {"queue": ORDERS},
     "ttquant.write_trade": {"queue": ORDERS},
     "ttquant.write_position": {"queue": ORDERS},
+    "ttquant.write_records": {"queue": ORDERS},
     "ttquant.flush": {"queue": MAINTENANCE},
     "ttquant.partitions": {"queue": MAINTENANCE},
     "ttquant.retention": {"queue": MAINTENANCE},

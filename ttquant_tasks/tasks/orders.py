@@ -1,7 +1,8 @@
 """The gateway's write tasks (``orders`` queue) and the publisher that routes records to them.
 
-``ttquant.write_order`` / ``write_trade`` / ``write_position`` each take one record payload
-(:mod:`ttquant_tasks.gateway.records`) and call the idempotent writer of
+``ttquant.write_order`` / ``write_trade`` / ``write_position`` each take one record payload, and
+``ttquant.write_records`` one ``group`` payload (an order's records, written in one transaction;
+see :mod:`ttquant_tasks.gateway.records`); each calls the idempotent writer of
 :mod:`ttquant_tasks.storage.orders` through :func:`.writes.run_write` (retry, park, dead letter).
 :class:`RecordPublisher` is the gateway enqueuer's ``publish``: it sends a record as a message of
 the task its ``kind`` names, failing fast (:class:`~.publisher.ChunkPublisher`).
@@ -24,13 +25,14 @@ TASK_FOR_KIND = {
     "order": "ttquant.write_order",
     "trade": "ttquant.write_trade",
     "position": "ttquant.write_position",
+    "group": "ttquant.write_records",
 }
 
 
 class RecordPublisher:
-    """``publisher(record)`` sends one record to its task or raises ``BrokerUnavailable``.
+    """``publisher(record)`` sends one record (or group) to its task or raises ``BrokerUnavailable``.
 
-    One broker connection per task name (three in all), each opened lazily.  Called from the
+    One broker connection per task name, each opened lazily.  Called from the
     gateway's enqueuer thread only.  A record without a known ``kind`` raises ``PayloadError`` (a
     bug in the gateway; the enqueuer keeps it in the spool rather than losing it).
     """
@@ -67,8 +69,14 @@ def _write_position(engine: Any, payload: Any) -> int:
     return insert_position(engine, payload)
 
 
+def _write_group(engine: Any, payload: Any) -> int:
+    from ..storage.orders import write_group
+
+    return write_group(engine, payload)
+
+
 def register(app: TTQuantCelery) -> None:
-    """Register the three gateway write tasks on ``app`` (explicit names, acks late, JSON only)."""
+    """Register the gateway write tasks on ``app`` (explicit names, acks late, JSON only)."""
     options: dict[str, Any] = dict(bind=True, acks_late=True, reject_on_worker_lost=True,
                                    ignore_result=True, max_retries=None)
 
@@ -86,3 +94,8 @@ def register(app: TTQuantCelery) -> None:
     def write_position(self: Task, *args: Any, **kwargs: Any) -> int:
         """Insert a position snapshot once (by strategy, symbol, time)."""
         return run_write(self, args, kwargs, _write_position)
+
+    @app.task(name=TASK_FOR_KIND["group"], **options)
+    def write_records(self: Task, *args: Any, **kwargs: Any) -> int:
+        """Write an order's records (a group) in one transaction (idempotent)."""
+        return run_write(self, args, kwargs, _write_group)

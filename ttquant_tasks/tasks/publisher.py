@@ -16,11 +16,29 @@ from typing import TYPE_CHECKING, Any
 from kombu import Connection
 
 from ..errors import BrokerUnavailable
+from ..models import payload_len
 
 if TYPE_CHECKING:
     from .app import TTQuantCelery
 
 log = logging.getLogger(__name__)
+
+
+def describe(payload: Any) -> str:
+    """A short text for a message's ``argsrepr`` header (what Flower and worker logs show).
+
+    Given, it spares Celery a ``saferepr`` of the whole payload on every publish: about a third
+    of ``send_task``'s CPU for a gateway record.
+    """
+    if not isinstance(payload, dict):
+        return f"[<{type(payload).__name__}>]"
+    ticks = payload_len(payload)
+    if ticks:
+        return f"[<{ticks} ticks {payload.get('chunk_id')}>]"
+    records = payload.get("records")
+    if isinstance(records, list):
+        return f"[<{len(records)} records {payload.get('chunk_id')}>]"
+    return f"[<{payload.get('kind')} {payload.get('chunk_id')}>]"
 
 
 class ChunkPublisher:
@@ -59,7 +77,8 @@ class ChunkPublisher:
     def __call__(self, payload: dict[str, Any]) -> None:
         try:
             producer = self._connect()
-            self.app.send_task(self.task_name, args=[payload], producer=producer, retry=False)
+            self.app.send_task(self.task_name, args=[payload], producer=producer, retry=False,
+                               argsrepr=describe(payload), kwargsrepr="{}")
         except Exception as exc:
             self.close()
             raise BrokerUnavailable(f"publish failed: {type(exc).__name__}: {exc}") from exc
