@@ -131,15 +131,20 @@ def run_bench(settings: Settings, *, quick: bool, scale: float, out_dir: Path,
             gate = Gate(host.hostname or "127.0.0.1", host.port or 5432)
             gated = main_db.replace(f"{host.hostname}:{host.port}" if host.port else str(host.hostname),
                                     f"127.0.0.1:{gate.port}", 1)
-            gworker = procs.worker(env("gworker", db=gated), logs, queues="ticks,orders,maintenance").start()
+            # The workers as ``ttquant up`` runs them (ticks; orders and maintenance, where the flush of
+            # parked chunks runs), both reaching the database through the gate.
+            gworker = procs.worker(env("gworker", db=gated), logs).start()
             running.append(gworker)
+            gorders = procs.worker(env("gorders", db=gated), logs, concurrency=1, queues="orders,maintenance").start()
+            running.append(gorders)
             _phase(report, "outage", lambda: outage.measure(
                 main_db, env("outage"), logs, gate, direct, sizes.outage_rate, sizes.outage_pre,
                 sizes.outage_down, sizes.outage_post, SYMBOLS, max_wait=sizes.outage_down + 120))
             gate.down()
             _phase(report, "hot_db_down", lambda: hotpath.run_condition("db_down", env("hot4"), logs, *hot))
-            gworker.stop()
-            running.remove(gworker)
+            for p in (gworker, gorders):
+                p.stop()
+                running.remove(p)
             _phase(report, "parse", hotpath.parse_cost)
             qdb = dbs.create("query")
             _init(qdb)
