@@ -39,6 +39,21 @@ def test_server_cpu_per_tick_counts_new_pids_whole_and_missing_groups_as_none() 
     assert partial["server_cpu_us_per_tick"] is None
 
 
+def test_a_server_process_is_local_by_its_start_time_or_its_title() -> None:
+    import os
+
+    import psutil
+
+    from ttquant_tasks.bench import servercpu
+
+    me = psutil.Process(os.getpid())
+    name = "python" if "python" in (me.name() + " ".join(me.cmdline())) else me.name()
+    assert servercpu._is_local(os.getpid(), name, me.create_time())
+    assert not servercpu._is_local(os.getpid(), name, me.create_time() - 60)  # another process's start
+    assert servercpu._is_local(os.getpid(), name, me.create_time() - 60, title_mark=me.cmdline()[0])  # clock skew
+    assert not servercpu._is_local(os.getpid(), "no-such-server", me.create_time(), title_mark=me.cmdline()[0])
+
+
 def test_cpu_ceiling_bounds_the_end_to_end_ratios() -> None:
     report = {"machine_cpu_count": 2, "cpu_with_servers_us_per_tick": 40.0, "copy2_ticks_s": 250_000,
               "rowbyrow_ticks_s": 10_000, "e2e_ticks_s": 45_000}

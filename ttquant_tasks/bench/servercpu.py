@@ -3,8 +3,10 @@
 
 Only when the server is a process of this machine: the pid the server reports (our own backend's
 ``pg_backend_pid()``, Redis's ``INFO server`` ``process_id``) must exist here with the right name and
-the same start time (± 2 s) as the server says, so a server in a container or on another host (its
-pids mean nothing here) gives ``None`` instead of some unrelated process's CPU.
+either the same start time (± 2 s) as the server says or, for PostgreSQL, our connection's client
+port in its process title (``postgres: ... 127.0.0.1(43050) ...``; a VM whose clock was stepped
+since boot skews psutil's start times by more than 2 s), so a server in a container or on another
+host (its pids mean nothing here) gives ``None`` instead of some unrelated process's CPU.
 
 What is counted:
 
@@ -40,13 +42,15 @@ def _cpu(pid: int) -> float | None:
     return float(t.user + t.system)
 
 
-def _is_local(pid: int, name_part: str, started_epoch: float) -> bool:
+def _is_local(pid: int, name_part: str, started_epoch: float, title_mark: str | None = None) -> bool:
     """``pid`` is a process here whose name/command line has ``name_part`` and that started when
-    the server says it did."""
+    the server says it did, or whose command line has ``title_mark``."""
     try:
         p = psutil.Process(pid)
         text = p.name() + " " + " ".join(p.cmdline())
-        return name_part in text and abs(p.create_time() - started_epoch) <= _START_SLACK_S
+        if name_part not in text:
+            return False
+        return (title_mark is not None and title_mark in text) or abs(p.create_time() - started_epoch) <= _START_SLACK_S
     except (psutil.Error, OSError):
         return False
 
@@ -65,12 +69,13 @@ class ServerCpu:
     def _pg_is_local(self) -> bool:
         try:
             with contextlib.closing(self._connect()) as conn, conn.cursor() as cur:
-                cur.execute("SELECT pid, extract(epoch FROM backend_start) FROM pg_stat_activity"
+                cur.execute("SELECT pid, extract(epoch FROM backend_start), inet_client_port() FROM pg_stat_activity"
                             " WHERE pid = pg_backend_pid()")
                 row = cur.fetchone()
         except psycopg2.Error:
             return False
-        return row is not None and _is_local(int(row[0]), "postgres", float(row[1]))
+        mark = f"({row[2]})" if row is not None and row[2] is not None else None
+        return row is not None and _is_local(int(row[0]), "postgres", float(row[1]), mark)
 
     @staticmethod
     def _local_redis_pid(url: str) -> int | None:
