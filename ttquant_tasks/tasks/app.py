@@ -94,6 +94,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     return {
         "broker_url": settings.broker_url,
+        # Celery's ``conf.broker_url`` returns the CELERY_BROKER_URL environment variable when it is
+        # set, whatever the app was configured with; connections use these two instead, so an app
+        # made for another broker (the bench's private db, a test's) never talks to the env's one.
+        "broker_read_url": settings.broker_url,
+        "broker_write_url": settings.broker_url,
         "broker_transport_options": transport_options,
         "broker_connection_timeout": 5,
         "broker_connection_retry_on_startup": True,

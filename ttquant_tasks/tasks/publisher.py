@@ -58,11 +58,11 @@ class ChunkPublisher:
         # One short attempt; socket timeouts so a hung broker (TCP open, no answer) fails too.
         options.update(socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
                        max_retries=0, interval_start=0)
-        conn = Connection(self.app.conf.broker_url, connect_timeout=self.timeout,
+        conn = Connection(self.app.conf.broker_write_url, connect_timeout=self.timeout,
                           transport_options=options, heartbeat=0)
         if conn.transport.driver_type == "amqp":
             # py-amqp reads/writes without a timeout unless told: a hung RabbitMQ would block us.
-            conn = Connection(self.app.conf.broker_url, connect_timeout=self.timeout,
+            conn = Connection(self.app.conf.broker_write_url, connect_timeout=self.timeout,
                               transport_options=options, heartbeat=0,
                               read_timeout=self.timeout, write_timeout=self.timeout)
         try:
