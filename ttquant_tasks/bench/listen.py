@@ -28,18 +28,38 @@ CREATE TRIGGER bench_order AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION 
 _DROP = "DROP TRIGGER IF EXISTS bench_tick ON market_data; DROP TRIGGER IF EXISTS bench_order ON orders;"
 
 
+_PROBE_SQL = """
+CREATE TABLE IF NOT EXISTS bench_probe (probe_id text PRIMARY KEY, t timestamptz NOT NULL DEFAULT now());
+CREATE OR REPLACE FUNCTION bench_notify_probe() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_notify('bench_probe', NEW.probe_id); RETURN NULL; END $$;
+DROP TRIGGER IF EXISTS bench_probe ON bench_probe;
+CREATE TRIGGER bench_probe AFTER INSERT ON bench_probe FOR EACH ROW EXECUTE FUNCTION bench_notify_probe();
+"""
+
+
+def install_probe(uri: str) -> None:
+    """The ``bench_probe`` table the bench-only probe task inserts into; NOTIFY ``bench_probe`` per row."""
+    _run(uri, _PROBE_SQL)
+
+
+def remove_probe(uri: str) -> None:
+    _run(uri, "DROP TABLE IF EXISTS bench_probe; DROP FUNCTION IF EXISTS bench_notify_probe();")
+
+
+def _run(uri: str, sql: str) -> None:
+    with contextlib.closing(psycopg2.connect(uri)) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        conn.commit()
+
+
 def install(uri: str, exchange: str) -> None:
     if not exchange.replace("-", "").isalnum():
         raise ValueError(f"exchange name {exchange!r} is not safe to embed")
-    with contextlib.closing(psycopg2.connect(uri)) as conn, conn.cursor() as cur:
-        cur.execute(_SQL.format(exchange=exchange))
-        conn.commit()
+    _run(uri, _SQL.format(exchange=exchange))
 
 
 def remove(uri: str) -> None:
-    with contextlib.closing(psycopg2.connect(uri)) as conn, conn.cursor() as cur:
-        cur.execute(_DROP)
-        conn.commit()
+    _run(uri, _DROP)
 
 
 class Listener(threading.Thread):

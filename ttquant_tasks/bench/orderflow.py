@@ -25,16 +25,22 @@ from .gate import closed_port
 from .report import Figure, summary
 
 EXCHANGE = "bench-flow"
+FLOOR_EXCHANGE = "bench-floor"
 _WARMUP_ORDERS = 5  # unmeasured, before the measured ones (see measure)
+
+
+def _flow_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with fresh loopback ports for the feed's PUB and the gateway's PULL and trade PUB."""
+    md_port = closed_port()
+    return {**env, "ZMQ_PUB_ENDPOINT": f"tcp://127.0.0.1:{md_port}",
+            "ZMQ_PULL_ENDPOINT": f"tcp://127.0.0.1:{closed_port()}",
+            "ZMQ_TRADE_ENDPOINT": f"tcp://127.0.0.1:{closed_port()}",
+            "TTQUANT_MD_CONNECT": f"tcp://127.0.0.1:{md_port}"}
 
 
 def measure(uri: str, env: dict[str, str], log_dir: Path, rate: float, duration: float,
             order_rate: float) -> dict[str, Figure]:
-    md_port, pull_port, trade_port = closed_port(), closed_port(), closed_port()
-    env = {**env, "ZMQ_PUB_ENDPOINT": f"tcp://127.0.0.1:{md_port}",
-           "ZMQ_PULL_ENDPOINT": f"tcp://127.0.0.1:{pull_port}",
-           "ZMQ_TRADE_ENDPOINT": f"tcp://127.0.0.1:{trade_port}",
-           "TTQUANT_MD_CONNECT": f"tcp://127.0.0.1:{md_port}"}
+    env = _flow_env(env)
     listen.install(uri, EXCHANGE)
     listener = listen.Listener(uri, ("bench_tick", "bench_order"))
     listener.start()
@@ -48,9 +54,9 @@ def measure(uri: str, env: dict[str, str], log_dir: Path, rate: float, duration:
     try:
         push.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.LINGER, 0)
-        push.connect(f"tcp://127.0.0.1:{pull_port}")
+        push.connect(env["ZMQ_PULL_ENDPOINT"])
         sub.setsockopt(zmq.SUBSCRIBE, b"trade.")
-        sub.connect(f"tcp://127.0.0.1:{trade_port}")
+        sub.connect(env["ZMQ_TRADE_ENDPOINT"])
         feed_proc = procs.start_feed_child(env, log_dir, {"exchange": EXCHANGE, "symbols": ["BTCUSDT", "ETHUSDT"],
                                                           "rate": rate, "duration": duration})
         t_end = time.monotonic() + duration - 0.5
@@ -113,3 +119,54 @@ def measure(uri: str, env: dict[str, str], log_dir: Path, rate: float, duration:
         out[f"{prefix}_p99_ms"] = s[f"{prefix}_p99"]
         out[f"{prefix}_n"] = s[f"{prefix}_n"]
     return out
+
+
+def measure_floor(uri: str, env: dict[str, str], log_dir: Path, rate: float, duration: float,
+                  probe_rate: float) -> dict[str, Figure]:
+    """The floor under ``order_commit_*``, measured like it right after it (``order_floor_*_ms``).
+
+    The same load (ticks at ``rate`` to the ticks worker, the gateway running and reading them)
+    and the same orders worker, but instead of an order through the gateway the bench process
+    itself sends the bench-only task ``ttquant.bench_probe`` (:mod:`.workerproc`) to the
+    ``orders`` queue at ``probe_rate``: Celery publish, broker, the worker's prefork hop, one
+    autocommit INSERT and its commit, and nothing of ours.  Send -> row committed (NOTIFY).
+    """
+    from ..settings import Settings
+    from ..tasks.app import ORDERS, make_app
+    from .workerproc import PROBE_TASK
+
+    env = _flow_env(env)
+    app = make_app(Settings.from_env(env))
+    listen.install_probe(uri)
+    listener = listen.Listener(uri, ("bench_probe",))
+    listener.start()
+    gw = procs.gateway(env, log_dir).start()
+    sent: dict[str, int] = {}
+    try:
+        feed_proc = procs.start_feed_child(env, log_dir, {"exchange": FLOOR_EXCHANGE, "symbols": ["BTCUSDT", "ETHUSDT"],
+                                                          "rate": rate, "duration": duration})
+        t_end = time.monotonic() + duration - 0.5
+        warm_end = time.monotonic() + min(2.0, duration / 3)
+        for w in range(_WARMUP_ORDERS):  # as measure(): the worker's first task connects
+            app.send_task(PROBE_TASK, args=[f"warm{w}", uri], queue=ORDERS)
+            time.sleep(0.1)
+        time.sleep(max(0.0, warm_end - time.monotonic()))
+        i, next_send = 0, time.monotonic()
+        while (now := time.monotonic()) < t_end:
+            if now < next_send:
+                time.sleep(min(next_send - now, 0.002))
+                continue
+            probe_id = f"p{i}"
+            sent[probe_id] = time.time_ns()
+            app.send_task(PROBE_TASK, args=[probe_id, uri], queue=ORDERS)
+            i += 1
+            next_send += 1.0 / probe_rate
+        procs.feed_result(feed_proc, timeout=duration + 60)
+        time.sleep(1.0)
+    finally:
+        gw.stop()
+        listener.close()
+        listen.remove_probe(uri)
+    s = summary("order_floor", [got - sent[p] for _, p, got in listener.events if p in sent], scale=1e-6)
+    return {"order_floor_p50_ms": s["order_floor_p50"], "order_floor_p99_ms": s["order_floor_p99"],
+            "order_floor_n": s["order_floor_n"]}

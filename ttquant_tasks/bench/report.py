@@ -82,6 +82,8 @@ REFERENCES: tuple[tuple[str, str, str], ...] = (
     ("hot_healthy_p99_us", "hot_floor_p99_us", "floor: bare pyzmq send, 1 subscriber"),
     ("hot_healthy_p99_us", "hot_floor_noop_p99_us", "floor: timing only"),
     ("hot_healthy_p99_us", "hot_p99_vs_floor", "hot p99 / floor without subscriber"),
+    ("order_commit_p99_ms", "order_floor_p99_ms", "floor: a bare Celery task doing one INSERT, same load and worker"),
+    ("order_commit_p99_ms", "order_commit_p99_vs_floor", "order commit p99 / floor"),
 )
 
 _OPS: dict[str, Callable[[float, float], bool]] = {

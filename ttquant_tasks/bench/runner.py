@@ -44,7 +44,9 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "hot_p99_vs_floor", "parse_us_p50", "parse_us_p99")),
     ("5-6 orders and tick visibility (ms)", ("flow_rate_set", "flow_ticks_s", "orders_sent", "orders_committed",
                                              "orders_traded", "orders_filled", "orders_rejected",
-                                             "order_commit_p50_ms", "order_commit_p99_ms", "order_trade_p50_ms",
+                                             "order_commit_p50_ms", "order_commit_p99_ms", "order_floor_p50_ms",
+                                             "order_floor_p99_ms", "order_floor_n", "order_commit_p99_vs_floor",
+                                             "order_trade_p50_ms",
                                              "order_trade_p99_ms", "tick_visible_p50_ms", "tick_visible_p99_ms",
                                              "tick_visible_n")),
     ("7 queries (median ms)", ("query_ticks", "query_generate_s", *queries.QUERIES)),
@@ -114,6 +116,9 @@ def run_bench(settings: Settings, *, quick: bool, scale: float, out_dir: Path,
             _phase(report, "hot_floor", lambda: hotpath.run_floor(env("hotf"), logs, *hot))
             _phase(report, "flow", lambda: orderflow.measure(main_db, env("flow"), logs, sizes.flow_rate,
                                                              sizes.flow_duration, sizes.order_rate))
+            # Right after it, same load and workers: the Celery + PostgreSQL floor under figure 5.
+            _phase(report, "flow_floor", lambda: orderflow.measure_floor(main_db, env("flowf"), logs, sizes.flow_rate,
+                                                                         sizes.flow_duration, sizes.order_rate))
             refused = f"redis://127.0.0.1:{closed_port()}/0"
             _phase(report, "hot_broker_refused", lambda: hotpath.run_condition(
                 "broker_refused", env("hot2", broker_url=refused), logs, *hot))
@@ -165,6 +170,7 @@ def run_bench(settings: Settings, *, quick: bool, scale: float, out_dir: Path,
     report["e2e_vs_copy1"] = ratio(report.get("e2e_ticks_s"), report.get("copy1_ticks_s"))
     report["e2e_vs_copy2"] = ratio(report.get("e2e_ticks_s"), report.get("copy2_ticks_s"))
     report["e2e_vs_rowbyrow"] = ratio(report.get("e2e_ticks_s"), report.get("rowbyrow_ticks_s"))
+    report["order_commit_p99_vs_floor"] = ratio(report.get("order_commit_p99_ms"), report.get("order_floor_p99_ms"))
     report.update(cpu_ceiling(report))
     report["run_seconds"] = round((datetime.now(UTC) - started).total_seconds(), 1)
     report.update(verdicts(report))
