@@ -14,7 +14,9 @@ orders worker's first task opens its database connection).
 
 from __future__ import annotations
 
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
@@ -38,6 +40,34 @@ def _flow_env(env: dict[str, str]) -> dict[str, str]:
             "TTQUANT_MD_CONNECT": f"tcp://127.0.0.1:{md_port}"}
 
 
+def _feed(env: dict[str, str], log_dir: Path, exchange: str, rate: float, duration: float) -> subprocess.Popen[bytes]:
+    """The sim feed of the phase, in the background (ticks for the ticks worker, prices for the gateway)."""
+    return procs.start_feed_child(env, log_dir, {"exchange": exchange, "symbols": ["BTCUSDT", "ETHUSDT"],
+                                                 "rate": rate, "duration": duration})
+
+
+def _warm_up(send: Callable[[int], None], duration: float) -> None:
+    """Send ``_WARMUP_ORDERS`` unmeasured orders (``send(i)``), then wait out the warm-up.
+
+    The gateway needs a last price before market orders fill.  Meanwhile a few unmeasured orders
+    warm the orders worker: its pool child's first task imports the storage code and opens its
+    database connection (~0.4 s here), a once-per-start cost that would otherwise set the p99 of
+    150 orders (the hot path skips its first 1,000 ticks for the same reason).
+    """
+    warm_end = time.monotonic() + min(2.0, duration / 3)
+    for i in range(_WARMUP_ORDERS):
+        send(i)
+        time.sleep(0.1)
+    time.sleep(max(0.0, warm_end - time.monotonic()))
+
+
+def _ms(prefix: str, values_ns: list[int]) -> dict[str, Figure]:
+    """``<prefix>_p50_ms``, ``<prefix>_p99_ms`` and ``<prefix>_n`` of latencies in ns."""
+    s = summary(prefix, values_ns, scale=1e-6)
+    return {f"{prefix}_p50_ms": s[f"{prefix}_p50"], f"{prefix}_p99_ms": s[f"{prefix}_p99"],
+            f"{prefix}_n": s[f"{prefix}_n"]}
+
+
 def measure(uri: str, env: dict[str, str], log_dir: Path, rate: float, duration: float,
             order_rate: float) -> dict[str, Figure]:
     env = _flow_env(env)
@@ -57,20 +87,11 @@ def measure(uri: str, env: dict[str, str], log_dir: Path, rate: float, duration:
         push.connect(env["ZMQ_PULL_ENDPOINT"])
         sub.setsockopt(zmq.SUBSCRIBE, b"trade.")
         sub.connect(env["ZMQ_TRADE_ENDPOINT"])
-        feed_proc = procs.start_feed_child(env, log_dir, {"exchange": EXCHANGE, "symbols": ["BTCUSDT", "ETHUSDT"],
-                                                          "rate": rate, "duration": duration})
+        feed_proc = _feed(env, log_dir, EXCHANGE, rate, duration)
         t_end = time.monotonic() + duration - 0.5
-        # The gateway needs a last price before market orders fill.  Meanwhile a few unmeasured
-        # orders warm the orders worker: its pool child's first task imports the storage code and
-        # opens its database connection (~0.4 s here), a once-per-start cost that would otherwise
-        # set the p99 of 150 orders (the hot path skips its first 1,000 ticks for the same reason).
-        warm_end = time.monotonic() + min(2.0, duration / 3)
-        for w in range(_WARMUP_ORDERS):
-            push.send(encode_order(order_id=f"bench-warm{w}", strategy_id="bench-warm", symbol="BTCUSDT",
-                                   price=0.0, quantity="0.001", side="BUY" if w % 2 == 0 else "SELL",
-                                   timestamp=time.time_ns()))
-            time.sleep(0.1)
-        time.sleep(max(0.0, warm_end - time.monotonic()))
+        _warm_up(lambda w: push.send(encode_order(
+            order_id=f"bench-warm{w}", strategy_id="bench-warm", symbol="BTCUSDT", price=0.0, quantity="0.001",
+            side="BUY" if w % 2 == 0 else "SELL", timestamp=time.time_ns())), duration)
         i, next_send = 0, time.monotonic()
         while time.monotonic() < t_end + 1.0:
             now = time.monotonic()
@@ -114,10 +135,7 @@ def measure(uri: str, env: dict[str, str], log_dir: Path, rate: float, duration:
         "orders_filled": statuses.get("FILLED", 0), "orders_rejected": statuses.get("REJECTED", 0),
     }
     for prefix, values in (("order_commit", commits), ("order_trade", trades), ("tick_visible", visible)):
-        s = summary(prefix, values, scale=1e-6)
-        out[f"{prefix}_p50_ms"] = s[f"{prefix}_p50"]
-        out[f"{prefix}_p99_ms"] = s[f"{prefix}_p99"]
-        out[f"{prefix}_n"] = s[f"{prefix}_n"]
+        out.update(_ms(prefix, values))
     return out
 
 
@@ -143,14 +161,9 @@ def measure_floor(uri: str, env: dict[str, str], log_dir: Path, rate: float, dur
     gw = procs.gateway(env, log_dir).start()
     sent: dict[str, int] = {}
     try:
-        feed_proc = procs.start_feed_child(env, log_dir, {"exchange": FLOOR_EXCHANGE, "symbols": ["BTCUSDT", "ETHUSDT"],
-                                                          "rate": rate, "duration": duration})
+        feed_proc = _feed(env, log_dir, FLOOR_EXCHANGE, rate, duration)
         t_end = time.monotonic() + duration - 0.5
-        warm_end = time.monotonic() + min(2.0, duration / 3)
-        for w in range(_WARMUP_ORDERS):  # as measure(): the worker's first task connects
-            app.send_task(PROBE_TASK, args=[f"warm{w}", uri], queue=ORDERS)
-            time.sleep(0.1)
-        time.sleep(max(0.0, warm_end - time.monotonic()))
+        _warm_up(lambda w: app.send_task(PROBE_TASK, args=[f"warm{w}", uri], queue=ORDERS), duration)
         i, next_send = 0, time.monotonic()
         while (now := time.monotonic()) < t_end:
             if now < next_send:
@@ -167,6 +180,4 @@ def measure_floor(uri: str, env: dict[str, str], log_dir: Path, rate: float, dur
         gw.stop()
         listener.close()
         listen.remove_probe(uri)
-    s = summary("order_floor", [got - sent[p] for _, p, got in listener.events if p in sent], scale=1e-6)
-    return {"order_floor_p50_ms": s["order_floor_p50"], "order_floor_p99_ms": s["order_floor_p99"],
-            "order_floor_n": s["order_floor_n"]}
+    return _ms("order_floor", [got - sent[p] for _, p, got in listener.events if p in sent])

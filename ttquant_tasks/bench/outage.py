@@ -95,9 +95,8 @@ def measure(uri: str, env: dict[str, str], log_dir: Path, gate: Gate, settings: 
         time.sleep(0.25)
     if feed is None:
         feed = procs.feed_result(feed_proc, timeout=duration + 60)
-    target, total, unique = _counts(uri, t_up)
-    assert unique is not None
-    distinct = unique
+    target, total, distinct = _counts(uri, t_up)
+    assert distinct is not None
     reached = next((t for t, n in timeline if n >= target), None)
     drain = None if reached is None else round((reached - t_up) / 1e9, 2)
     before_flush = drain if (flushed_at is None or (reached is not None and reached < flushed_at)) else None
