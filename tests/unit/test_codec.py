@@ -112,3 +112,23 @@ def test_market_data_round_trip(symbol: str, tid: int, price: str, qty: str, et:
     tick = Tick("binance", symbol, tid, price, qty, et, lt, bm)
     back = codec.tick_from_market_data(codec.decode_market_data(codec.encode_market_data(tick)))
     assert back == Tick("binance", symbol, tid, price, qty, et, lt)  # buyer_maker is not on the wire
+
+
+_ONE_ENCODER = codec.MarketDataEncoder()  # one reused message across every example: nothing may carry over
+
+
+@given(st.lists(st.tuples(st.sampled_from(["", "binance", "okx"]), st.from_regex(r"[A-Z0-9]{0,12}", fullmatch=True),
+                          ids, decimals, decimals, ids, ids), min_size=1, max_size=5))
+def test_reused_encoder_gives_the_fresh_message_bytes_tick_after_tick(
+        rows: list[tuple[str, str, int, str, str, int, int]]) -> None:
+    # Zeros and empty strings included: proto3 omits them, so a field set by the tick before must vanish.
+    for exchange, symbol, tid, price, qty, et, lt in rows:
+        tick = Tick(exchange, symbol, tid, price, qty, et, lt)
+        assert _ONE_ENCODER(tick) == codec.encode_market_data(tick)
+
+
+def test_reused_encoder_drops_what_the_previous_tick_had() -> None:
+    enc = codec.MarketDataEncoder()
+    enc(Tick("binance", "BTCUSDT", 9, "1.5", "2", 5, 6))
+    empty = Tick("", "", 0, "0", "0", 0, 0)
+    assert enc(empty) == codec.encode_market_data(empty) == f_string(7, "0") + f_string(8, "0")

@@ -1,5 +1,6 @@
 """Child process: the floor under the feed's hot path -- what Python + pyzmq cost per tick here, with
-no ttquant code in the timed section.  Result as one JSON line on stdout.
+no ttquant code in the timed section, in a process doing nothing else (the like-for-like floor,
+interleaved with the feed under its load, is :mod:`.feedproc`'s).  Result as one JSON line on stdout.
 
 Usage (by the bench only): ``python -m ttquant_tasks.bench.floorproc '<json config>'``.  Config keys:
 ``symbols``, ``rate`` (ticks/s), ``duration`` (s per loop), ``sub_endpoint`` and ``nosub_endpoint``
@@ -10,8 +11,8 @@ Three loops, one after the other, each paced exactly as the hot-path run (the sa
 section as in the feed) and timed the same way (``perf_counter_ns`` around one call per tick):
 
 * ``noop``: nothing between the two clock reads (timing and scheduling noise alone);
-* ``nosub``: ``send_multipart`` of one prebuilt market-data message on a PUB socket nobody
-  subscribes to (the condition of ``hot_healthy``: the bench's feed has no subscriber);
+* ``nosub``: a two-frame send (pyzmq's Cython ``send`` per frame, as the feed's publisher) of one
+  prebuilt market-data message on a PUB socket nobody subscribes to (as the bench's feed);
 * ``sub``: the same on a PUB socket with one subscriber connected (a strategy listening).
 
 The first 1,000 ticks of each loop are skipped, as in :mod:`.feedproc`.
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
+from zmq.backend import Socket as BackendSocket
 
 from ..bus.codec import encode_market_data, md_topic
 from ..feed.sim import SimSource
@@ -60,15 +62,17 @@ def _noop() -> bool:
 
 
 def _sender(sock: zmq.Socket[bytes], message: tuple[bytes, bytes]) -> Callable[[], bool]:
-    send = sock.send_multipart
-    flags = zmq.NOBLOCK
+    send = BackendSocket.send  # the cheapest send pyzmq has, as the feed's publisher uses
+    topic, body_bytes = message
+    more, last = zmq.SNDMORE | zmq.NOBLOCK, zmq.NOBLOCK
 
     def body() -> bool:
         try:
-            send(message, flags)
-            return True
+            send(sock, topic, more)
         except zmq.Again:
             return False
+        send(sock, body_bytes, last)
+        return True
 
     return body
 

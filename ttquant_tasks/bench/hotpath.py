@@ -7,6 +7,11 @@ tasks fail and retry while the feed runs); ``broker_refused`` (broker URL on a c
 ``broker_hung`` (a listener that accepts and never answers).  Same paced rate for all, so the
 figures differ only by the condition.  The sim source has no parse step; the Binance frame parse
 is timed separately (``parse_us_p50``), in this process, on a recorded-shape frame.
+
+Each condition also times its floor, interleaved with it in the same feed process (alternate
+5 ms bursts of the paced source): a bare two-frame send of a prebuilt message (``hot_<cond>_floor_*``).
+``*_cold_*`` are the ticks right after one of the source's pacing sleeps (``*_cold_share`` of them),
+which set the p99 on this machine.
 """
 
 from __future__ import annotations
@@ -31,11 +36,16 @@ _FRAME = json.dumps({"stream": "btcusdt@trade", "data": {
 def run_condition(name: str, env: dict[str, str], log_dir: Path, rate: float, duration: float,
                   symbols: list[str]) -> dict[str, Figure]:
     config: dict[str, Any] = {"exchange": f"bench-hot-{name.replace('_', '-')}", "symbols": symbols,
-                              "rate": rate, "duration": duration, "instrument": True}
+                              "rate": rate, "duration": duration, "instrument": True,
+                              "floor_endpoint": f"tcp://127.0.0.1:{closed_port()}"}
     feed = procs.run_feed_child(env, log_dir, config, timeout=duration + 60)
-    out: dict[str, Figure] = {f"hot_{name}_{k[len('hot_us_'):]}_us": v for k, v in feed.items()
-                              if k.startswith("hot_us_") and k != "hot_us_n"}
+    out: dict[str, Figure] = {}
+    for src, dst in (("hot_us", f"hot_{name}"), ("floor_us", f"hot_{name}_floor")):
+        for part in ("", "_cold"):
+            out.update({f"{dst}{part}_{q}_us": feed.get(f"{src}{part}_{q}") for q in ("p50", "p99", "max")})
+        out[f"{dst}_cold_share"] = feed.get(f"{src}_cold_share")
     out[f"hot_{name}_ticks"] = feed.get("hot_us_n")
+    out[f"hot_{name}_floor_ticks"] = feed.get("floor_us_n")
     out[f"hot_{name}_spooled_chunks"] = feed.get("spooled")
     out[f"hot_{name}_lost_chunks"] = feed.get("lost")
     return out
@@ -89,13 +99,14 @@ def run_floor(env: dict[str, str], log_dir: Path, rate: float, duration: float,
 
 
 def with_ratios(report: dict[str, Figure]) -> dict[str, Figure]:
-    """``hot_<cond>_p99_vs_healthy`` for each outage condition present, and ``hot_p99_vs_floor``."""
+    """``hot_<cond>_p99_vs_healthy`` for each outage condition present, and ``hot_p99_vs_floor`` (healthy
+    p99 over the floor interleaved with it)."""
     base = report.get("hot_healthy_p99_us")
     out: dict[str, Figure] = {f"hot_{c}_p99_vs_healthy": ratio(report.get(f"hot_{c}_p99_us"), base)
            for c in ("db_down", "broker_refused", "broker_hung") if f"hot_{c}_p99_us" in report}
-    if "hot_floor_nosub_p99_us" in report:
-        # Like for like: the healthy feed's PUB has no subscriber either.
-        out["hot_p99_vs_floor"] = ratio(base, report.get("hot_floor_nosub_p99_us"))
+    if "hot_healthy_floor_p99_us" in report:
+        # Like for like: same process, load and pacing, and no subscriber on either PUB socket.
+        out["hot_p99_vs_floor"] = ratio(base, report.get("hot_healthy_floor_p99_us"))
     return out
 
 

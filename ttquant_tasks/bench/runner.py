@@ -37,8 +37,11 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
                                   "cpu_ceiling_vs_rowbyrow", "e2e_vs_cpu_ceiling", "copy_ticks", "rowbyrow_ticks")),
     ("4 feed hot path (µs per tick)", tuple(f"hot_{c}_{q}" for c in ("healthy", "db_down", "broker_refused",
                                                                       "broker_hung")
-                                            for q in ("p50_us", "p99_us", "max_us", "ticks", "spooled_chunks",
-                                                      "lost_chunks", "p99_vs_healthy"))
+                                            for q in ("p50_us", "p99_us", "max_us", "ticks", "cold_share",
+                                                      "cold_p50_us", "cold_p99_us", "floor_p50_us", "floor_p99_us",
+                                                      "floor_max_us", "floor_ticks", "floor_cold_p50_us",
+                                                      "floor_cold_p99_us", "spooled_chunks", "lost_chunks",
+                                                      "p99_vs_healthy"))
      + ("hot_floor_p50_us", "hot_floor_p99_us", "hot_floor_max_us", "hot_floor_received",
         "hot_floor_nosub_p50_us", "hot_floor_nosub_p99_us", "hot_floor_noop_p50_us", "hot_floor_noop_p99_us",
         "hot_p99_vs_floor", "parse_us_p50", "parse_us_p99")),

@@ -4,14 +4,24 @@ Fan-out to strategies is best effort: a send never blocks.  When a subscriber's 
 reached ZeroMQ would block or drop; we send with ``NOBLOCK`` and count the drop, because persistence
 never depends on a ZMQ subscriber (PITFALLS.md).  A socket is not thread-safe: use it from the thread
 that created it.
+
+A message's two frames go out through pyzmq's Cython ``send`` directly: its Python layer
+(``send_multipart`` type checks, then ``Socket.send`` per frame) cost more than the sends themselves
+(bench, docs/benchmarks.md).  PUB checks its high-water mark on a message's first frame only, so
+once that one is taken the second is too: a message goes whole or not at all.
 """
 
 from __future__ import annotations
 
 import zmq
+from zmq.backend import Socket as _BackendSocket
 
 from ..models import Tick
-from .codec import encode_market_data, md_topic
+from .codec import MarketDataEncoder, md_topic
+
+_send = _BackendSocket.send
+_MORE_NOBLOCK = zmq.SNDMORE | zmq.NOBLOCK
+_NOBLOCK = zmq.NOBLOCK
 
 
 class TopicPublisher:
@@ -40,11 +50,13 @@ class TopicPublisher:
 
     def send_frames(self, topic: bytes, body: bytes) -> bool:
         """Send one two-frame message; False (and a counted drop) when it would block."""
+        sock = self._sock
         try:
-            self._sock.send_multipart((topic, body), flags=zmq.NOBLOCK)
+            _send(sock, topic, _MORE_NOBLOCK)
         except zmq.Again:
             self.dropped += 1
             return False
+        _send(sock, body, _NOBLOCK)
         self.sent += 1
         return True
 
@@ -62,6 +74,22 @@ class TopicPublisher:
 class MarketDataPublisher(TopicPublisher):
     """Market-data PUB: ``send(tick)`` publishes ``[md.{SYMBOL}.{exchange}, MarketData]``."""
 
+    def __init__(self, endpoint: str, sndhwm: int = 100_000, context: zmq.Context[zmq.Socket[bytes]] | None = None
+                 ) -> None:
+        super().__init__(endpoint, sndhwm, context)
+        self._encode = MarketDataEncoder()
+
     def send(self, tick: Tick) -> bool:
-        """Publish one tick without blocking; False when dropped at the high-water mark."""
-        return self.send_frames(md_topic(tick.symbol, tick.exchange), encode_market_data(tick))
+        """Publish one tick without blocking; False when dropped at the high-water mark.
+
+        :meth:`send_frames` inlined: this runs once per tick on the feed's hot path."""
+        body = self._encode(tick)
+        sock = self._sock
+        try:
+            _send(sock, md_topic(tick.symbol, tick.exchange), _MORE_NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            return False
+        _send(sock, body, _NOBLOCK)
+        self.sent += 1
+        return True

@@ -98,7 +98,9 @@ class _Feed:
         if tick.exchange != self.exchange:
             self.submit(self.chunker.drain())  # a chunk holds one exchange
             self.exchange = tick.exchange
-        self.submit(self.chunker.add(tick, now))
+        payload = self.chunker.add(tick, now)
+        if payload is not None:  # once per chunk: no call per tick
+            self.submit(payload)
 
     def submit(self, payload: dict[str, Any] | None) -> None:
         if payload is not None:
