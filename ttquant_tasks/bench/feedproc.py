@@ -2,8 +2,8 @@
 
 Usage (by the bench only): ``python -m ttquant_tasks.bench.feedproc '<json config>'`` with the
 environment of the run.  Config keys: ``exchange``, ``symbols``, ``rate`` (ticks/s, 0 = max),
-``duration`` (s), ``instrument`` (time every tick), ``floor_endpoint`` (bind the floor's PUB socket
-there and interleave it, see below), ``profile`` (path for a cProfile dump).
+``duration`` (s), ``instrument`` (time every tick), ``floor_endpoints`` (two endpoints: bind the
+floors' PUB sockets there and interleave them, see below), ``profile`` (path for a cProfile dump).
 
 Instrumentation wraps ``_Feed.on_tick`` -- ZMQ encode + send, chunk append and, when a chunk
 fills, building its payload and handing it to the enqueuer -- with ``perf_counter_ns``; nothing
@@ -12,10 +12,10 @@ in ``runner.py`` is edited.  The last stdout line is one JSON object.
 The sim paces itself by sleeping whenever it is 5 ms ahead of schedule, so ticks come in bursts,
 as from a websocket.  The first tick after a sleep runs cold (here, a VM: after the vCPU idled,
 Python and libzmq run several times slower) and those ticks set the p99; they are reported apart
-(``hot_us_cold_*``, ``cold_share``).  With ``floor`` the bursts alternate: in one, ``on_tick`` is
-timed; in the next, a bare two-frame send of a prebuilt message on a second PUB socket (nobody
-subscribed, as the feed's) is timed and then ``on_tick`` runs untimed.  So the floor is measured
-in the same process, under the same load and pacing, interleaved every 5 ms (``floor_us_*``).
+(``*_cold_*``, ``*_cold_share``).  With ``floor_endpoints`` the bursts take turns: in one,
+``on_tick`` is timed; in the next, a floor is timed and ``on_tick`` then runs untimed (so the load
+stays the feed's), and so on over the floors of :func:`_floors`.  The floors are thus measured in
+the same process, under the same load and pacing, interleaved every few ms.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 import zmq
 from zmq.backend import Socket as BackendSocket
 
-from ..bus.codec import encode_market_data, md_topic
+from ..bus.codec import MarketDataEncoder, encode_market_data, md_topic
 from ..feed import runner
 from ..feed.sim import SimSource
 from ..models import Tick
@@ -45,13 +45,20 @@ from .report import summary
 _SKIP = 1000  # first ticks not timed: imports, socket setup and the first broker connect
 
 
-class _Samples:
-    """Per-tick ns, ours and the floor's, each split into warm ticks and cold ones (after a sleep)."""
+Floor = Callable[[Tick], None]
 
-    def __init__(self) -> None:
-        self.ours, self.ours_cold, self.floor, self.floor_cold = (array.array("q") for _ in range(4))
+
+class _Samples:
+    """Per-tick ns of each timed body (ours, then the floors), split into warm ticks and cold ones
+    (the first after a sleep of the source).  The body timed changes at each cold tick, in turn."""
+
+    def __init__(self, floors: dict[str, Floor]) -> None:
+        self.names = ["hot_us", *floors]
+        self.bodies: list[Floor | None] = [None, *floors.values()]  # None: ours, on_tick itself
+        self.warm = [array.array("q") for _ in self.names]
+        self.cold = [array.array("q") for _ in self.names]
         self.slept = False  # set by the source's sleep, cleared by the next tick
-        self.floor_turn = False
+        self.turn = 0
         self.seen = 0
 
     def sleep(self, seconds: float) -> None:
@@ -60,7 +67,7 @@ class _Samples:
 
     def figures(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for prefix, warm, cold in (("hot_us", self.ours, self.ours_cold), ("floor_us", self.floor, self.floor_cold)):
+        for prefix, warm, cold in zip(self.names, self.warm, self.cold, strict=True):
             if not warm and not cold:
                 continue
             out.update(summary(prefix, warm + cold, scale=1e-3))
@@ -69,60 +76,82 @@ class _Samples:
         return out
 
 
-def _instrument(samples: _Samples, floor: Callable[[], None] | None) -> None:
+def _instrument(samples: _Samples) -> None:
     original = runner._Feed.on_tick
     clock = time.perf_counter_ns
+    bodies, turns = samples.bodies, len(samples.bodies)
 
     def timed(self: runner._Feed, tick: Tick, now: float) -> None:
         cold = samples.slept
         samples.slept = False
-        if cold and floor is not None:
-            samples.floor_turn = not samples.floor_turn
+        if cold:
+            samples.turn = (samples.turn + 1) % turns
         samples.seen += 1
         if samples.seen <= _SKIP:
             original(self, tick, now)
-        elif samples.floor_turn:
-            t0 = clock()
-            floor()  # type: ignore[misc]  # floor_turn is only ever set with a floor
-            t1 = clock()
-            (samples.floor_cold if cold else samples.floor).append(t1 - t0)
-            original(self, tick, now)  # untimed: the load stays that of the feed
-        else:
+            return
+        turn = samples.turn
+        floor = bodies[turn]
+        if floor is None:
             t0 = clock()
             original(self, tick, now)
             t1 = clock()
-            (samples.ours_cold if cold else samples.ours).append(t1 - t0)
+        else:
+            t0 = clock()
+            floor(tick)
+            t1 = clock()
+            original(self, tick, now)  # untimed: the load stays that of the feed
+        (samples.cold if cold else samples.warm)[turn].append(t1 - t0)
 
     runner._Feed.on_tick = timed  # type: ignore[method-assign]
 
 
-def _floor_sender(endpoint: str, sample: Tick) -> tuple[Callable[[], None], Callable[[], None]]:
-    """A bare send of one prebuilt market-data message, the cheapest pyzmq has, and its close."""
+def _floors(endpoints: list[str], sample: Tick) -> tuple[dict[str, Floor], Callable[[], None]]:
+    """The floors, each on its own PUB socket (nobody subscribed, as the feed's), and their close.
+
+    ``floor_us``: a bare send of one prebuilt market-data message, the cheapest pyzmq has;
+    ``pbfloor_us``: the tick's topic, its protobuf encoding (the library's, one reused message) and
+    that send -- what any feed that publishes each tick as ``MarketData`` at once must do."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-    sock = ctx.socket(zmq.PUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, 100_000)  # as the feed's publisher
-    sock.bind(endpoint)
+    socks = []
+    for endpoint in endpoints:
+        sock = ctx.socket(zmq.PUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 100_000)  # as the feed's publisher
+        sock.bind(endpoint)
+        socks.append(sock)
+    bare_sock, pb_sock = socks
     topic, body = md_topic(sample.symbol, sample.exchange), encode_market_data(sample)
     send = BackendSocket.send
     more, last = zmq.SNDMORE | zmq.NOBLOCK, zmq.NOBLOCK
+    encode = MarketDataEncoder()
 
-    def bare() -> None:
-        send(sock, topic, more)
-        send(sock, body, last)
+    def bare(tick: Tick) -> None:
+        send(bare_sock, topic, more)
+        send(bare_sock, body, last)
 
-    return bare, sock.close
+    def with_encode(tick: Tick) -> None:
+        data = encode(tick)
+        send(pb_sock, md_topic(tick.symbol, tick.exchange), more)
+        send(pb_sock, data, last)
+
+    def close() -> None:
+        for sock in socks:
+            sock.close(0)
+
+    return {"floor_us": bare, "pbfloor_us": with_encode}, close
 
 
 def main(config: dict[str, Any]) -> dict[str, Any]:
     settings = Settings.from_env()
-    samples = _Samples()
-    floor, close_floor = None, None
-    if config.get("floor_endpoint"):
+    floors: dict[str, Floor] = {}
+    close_floors = None
+    if config.get("floor_endpoints"):
         sample = next(iter(SimSource(config["symbols"], rate=0, exchange=config["exchange"], seed=7)))
-        floor, close_floor = _floor_sender(config["floor_endpoint"], sample)
+        floors, close_floors = _floors(list(config["floor_endpoints"]), sample)
+    samples = _Samples(floors)
     if config.get("instrument"):
-        _instrument(samples, floor)
+        _instrument(samples)
     app = make_app(settings)
     publisher = ChunkPublisher(app, timeout=settings.publish_timeout)
     # What `ttquant feed` runs: the end-to-end confirmer (its CPU is in cpu_s) unless RESEND_AFTER=0.
@@ -146,8 +175,8 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {k: v for k, v in counts.items() if isinstance(v, int | float | bool)}
     out.update(t_start_ns=t_start, t_end_ns=time.time_ns(),
                cpu_s=(cpu1.user - cpu0.user) + (cpu1.system - cpu0.system))
-    if close_floor is not None:
-        close_floor()
+    if close_floors is not None:
+        close_floors()
     if config.get("instrument"):
         out.update(samples.figures())
     return out

@@ -8,8 +8,9 @@ tasks fail and retry while the feed runs); ``broker_refused`` (broker URL on a c
 figures differ only by the condition.  The sim source has no parse step; the Binance frame parse
 is timed separately (``parse_us_p50``), in this process, on a recorded-shape frame.
 
-Each condition also times its floor, interleaved with it in the same feed process (alternate
-5 ms bursts of the paced source): a bare two-frame send of a prebuilt message (``hot_<cond>_floor_*``).
+Each condition also times two floors, interleaved with it in the same feed process (the paced
+source's bursts take turns): a bare two-frame send of a prebuilt message (``hot_<cond>_floor_*``),
+and the tick's protobuf encoding plus that send (``hot_<cond>_pbfloor_*``).
 ``*_cold_*`` are the ticks right after one of the source's pacing sleeps (``*_cold_share`` of them),
 which set the p99 on this machine.
 """
@@ -37,15 +38,17 @@ def run_condition(name: str, env: dict[str, str], log_dir: Path, rate: float, du
                   symbols: list[str]) -> dict[str, Figure]:
     config: dict[str, Any] = {"exchange": f"bench-hot-{name.replace('_', '-')}", "symbols": symbols,
                               "rate": rate, "duration": duration, "instrument": True,
-                              "floor_endpoint": f"tcp://127.0.0.1:{closed_port()}"}
+                              "floor_endpoints": [f"tcp://127.0.0.1:{closed_port()}" for _ in range(2)]}
     feed = procs.run_feed_child(env, log_dir, config, timeout=duration + 60)
     out: dict[str, Figure] = {}
-    for src, dst in (("hot_us", f"hot_{name}"), ("floor_us", f"hot_{name}_floor")):
+    for src, dst in (("hot_us", f"hot_{name}"), ("floor_us", f"hot_{name}_floor"),
+                     ("pbfloor_us", f"hot_{name}_pbfloor")):
         for part in ("", "_cold"):
             out.update({f"{dst}{part}_{q}_us": feed.get(f"{src}{part}_{q}") for q in ("p50", "p99", "max")})
         out[f"{dst}_cold_share"] = feed.get(f"{src}_cold_share")
     out[f"hot_{name}_ticks"] = feed.get("hot_us_n")
     out[f"hot_{name}_floor_ticks"] = feed.get("floor_us_n")
+    out[f"hot_{name}_pbfloor_ticks"] = feed.get("pbfloor_us_n")
     out[f"hot_{name}_spooled_chunks"] = feed.get("spooled")
     out[f"hot_{name}_lost_chunks"] = feed.get("lost")
     return out
@@ -99,14 +102,24 @@ def run_floor(env: dict[str, str], log_dir: Path, rate: float, duration: float,
 
 
 def with_ratios(report: dict[str, Figure]) -> dict[str, Figure]:
-    """``hot_<cond>_p99_vs_healthy`` for each outage condition present, and ``hot_p99_vs_floor`` (healthy
-    p99 over the floor interleaved with it)."""
+    """``hot_<cond>_p99_vs_healthy`` for each outage condition present; ``hot_p99_vs_floor`` and
+    ``hot_p99_vs_pbfloor`` (healthy p99 over each floor interleaved with it); and
+    ``hot_<cond>_p99_vs_healthy_floor_adj``: the outage ratio with each p99 first divided by its own
+    interleaved floor, so that the machine getting slower or faster between the conditions' runs
+    (which moves the floor as much as the feed) cancels out."""
     base = report.get("hot_healthy_p99_us")
-    out: dict[str, Figure] = {f"hot_{c}_p99_vs_healthy": ratio(report.get(f"hot_{c}_p99_us"), base)
-           for c in ("db_down", "broker_refused", "broker_hung") if f"hot_{c}_p99_us" in report}
-    if "hot_healthy_floor_p99_us" in report:
-        # Like for like: same process, load and pacing, and no subscriber on either PUB socket.
-        out["hot_p99_vs_floor"] = ratio(base, report.get("hot_healthy_floor_p99_us"))
+    out: dict[str, Figure] = {}
+    for c in ("db_down", "broker_refused", "broker_hung"):
+        if f"hot_{c}_p99_us" in report:
+            out[f"hot_{c}_p99_vs_healthy"] = ratio(report.get(f"hot_{c}_p99_us"), base)
+            if f"hot_{c}_floor_p99_us" in report and "hot_healthy_floor_p99_us" in report:
+                out[f"hot_{c}_p99_vs_healthy_floor_adj"] = ratio(
+                    ratio(report.get(f"hot_{c}_p99_us"), report.get(f"hot_{c}_floor_p99_us")),
+                    ratio(base, report.get("hot_healthy_floor_p99_us")))
+    # Like for like: same process, load and pacing, and no subscriber on any of the PUB sockets.
+    for floor, key in (("floor", "hot_p99_vs_floor"), ("pbfloor", "hot_p99_vs_pbfloor")):
+        if f"hot_healthy_{floor}_p99_us" in report:
+            out[key] = ratio(base, report.get(f"hot_healthy_{floor}_p99_us"))
     return out
 
 

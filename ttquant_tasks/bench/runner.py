@@ -40,11 +40,13 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
                                             for q in ("p50_us", "p99_us", "max_us", "ticks", "cold_share",
                                                       "cold_p50_us", "cold_p99_us", "floor_p50_us", "floor_p99_us",
                                                       "floor_max_us", "floor_ticks", "floor_cold_p50_us",
-                                                      "floor_cold_p99_us", "spooled_chunks", "lost_chunks",
-                                                      "p99_vs_healthy"))
+                                                      "floor_cold_p99_us", "pbfloor_p50_us", "pbfloor_p99_us",
+                                                      "pbfloor_max_us", "pbfloor_ticks", "pbfloor_cold_p50_us",
+                                                      "pbfloor_cold_p99_us", "spooled_chunks", "lost_chunks",
+                                                      "p99_vs_healthy", "p99_vs_healthy_floor_adj"))
      + ("hot_floor_p50_us", "hot_floor_p99_us", "hot_floor_max_us", "hot_floor_received",
         "hot_floor_nosub_p50_us", "hot_floor_nosub_p99_us", "hot_floor_noop_p50_us", "hot_floor_noop_p99_us",
-        "hot_p99_vs_floor", "parse_us_p50", "parse_us_p99")),
+        "hot_p99_vs_floor", "hot_p99_vs_pbfloor", "parse_us_p50", "parse_us_p99")),
     ("5-6 orders and tick visibility (ms)", ("flow_rate_set", "flow_ticks_s", "orders_sent", "orders_committed",
                                              "orders_traded", "orders_filled", "orders_rejected",
                                              "order_commit_p50_ms", "order_commit_p99_ms", "order_floor_p50_ms",

@@ -86,14 +86,24 @@ class _Feed:
         self.extra_stats = extra_stats
         self.chunker = PayloadChunker(settings.chunk_size, settings.chunk_age)
         self.exchange: str | None = None
-        self.ticks = 0
         self.chunks = 0
-        # Newest trade id handled per symbol (in the stats file): a restarted sim continues after it.
-        self.last_ids: dict[str, int] = {}
+        # Newest trade id handed to the enqueuer per symbol (the stats file adds the pending chunk's):
+        # a restarted sim continues after it.  Kept per chunk, not per tick (hot path).
+        self._last_ids: dict[str, int] = {}
+
+    @property
+    def ticks(self) -> int:
+        """Ticks handled: each was sent on ZMQ or counted dropped there."""
+        return self.publisher.sent + self.publisher.dropped
+
+    @property
+    def last_ids(self) -> dict[str, int]:
+        """Newest trade id handled per symbol."""
+        out = dict(self._last_ids)
+        out.update((t.symbol, t.trade_id) for t in self.chunker.pending())
+        return out
 
     def on_tick(self, tick: Tick, now: float) -> None:
-        self.ticks += 1
-        self.last_ids[tick.symbol] = tick.trade_id
         self.publisher.send(tick)
         if tick.exchange != self.exchange:
             self.submit(self.chunker.drain())  # a chunk holds one exchange
@@ -105,11 +115,12 @@ class _Feed:
     def submit(self, payload: dict[str, Any] | None) -> None:
         if payload is not None:
             self.chunks += 1
+            self._last_ids.update(zip(payload["symbol"], payload["trade_id"], strict=True))  # later ids win
             self.enqueuer.submit(payload)
 
     def counts(self) -> dict[str, Any]:
         out: dict[str, Any] = {"ticks": self.ticks, "chunks": self.chunks, "exchange": self.exchange,
-                               "last_ids": dict(self.last_ids), "zmq_sent": self.publisher.sent,
+                               "last_ids": self.last_ids, "zmq_sent": self.publisher.sent,
                                "zmq_dropped": self.publisher.dropped, "pending": len(self.chunker)}
         out.update(self.enqueuer.stats())
         if self.extra_stats is not None:
