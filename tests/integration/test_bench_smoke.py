@@ -22,7 +22,8 @@ REQUIRED = (
     "hot_healthy_p50_us", "hot_healthy_p99_us", "hot_healthy_max_us", "hot_db_down_p99_us",
     "hot_broker_refused_p99_us", "hot_broker_hung_p99_us", "hot_broker_hung_p99_vs_healthy",
     "hot_floor_p99_us", "hot_floor_nosub_p99_us", "hot_floor_noop_p99_us", "hot_p99_vs_floor",
-    "hot_healthy_floor_p99_us", "hot_healthy_cold_share", "hot_healthy_floor_cold_share", "hot_db_down_floor_p99_us",
+    "hot_healthy_floor_p99_us", "hot_healthy_pbfloor_p99_us", "hot_p99_vs_pbfloor", "hot_healthy_cold_share",
+    "hot_healthy_floor_cold_share", "hot_db_down_floor_p99_us", "hot_db_down_p99_vs_healthy_floor_adj",
     "order_commit_p50_ms", "order_commit_p99_ms", "order_trade_p99_ms", "tick_visible_p50_ms",
     "tick_visible_p99_ms", "query_latest_ticks_ms", "query_klines_day_ms", "query_latest_positions_ms",
     "query_strategy_stats_ms", "cpu_us_per_tick", "outage_lost_rows", "outage_duplicate_rows",
@@ -58,6 +59,7 @@ def test_bench_quick_report_shape(pg_admin_uri: str, redis_url: str, tmp_path: P
     assert report["e2e_stored"] == report["e2e_ticks"] > 0
     assert report["hot_floor_received"] > 0  # the floor's subscriber was really connected
     # The interleaved floor took turns with the feed: both were timed, on ticks of the same run.
-    assert report["hot_healthy_floor_ticks"] > 0 and report["hot_healthy_ticks"] > 0
+    assert report["hot_healthy_floor_ticks"] > 0 and report["hot_healthy_pbfloor_ticks"] > 0
+    assert report["hot_healthy_ticks"] > 0
     assert "`hot_floor_p99_us`" in done.stdout  # shown under the hot-path target
     assert "| target |" in done.stdout

@@ -24,7 +24,7 @@ import zmq
 from ttquant_tasks.bus.codec import decode_market_data
 from ttquant_tasks.bus.zmq import MarketDataPublisher
 from ttquant_tasks.errors import BrokerUnavailable
-from ttquant_tasks.feed.runner import run_feed
+from ttquant_tasks.feed.runner import _Feed, run_feed
 from ttquant_tasks.feed.sim import SimSource
 from ttquant_tasks.feed.spool import Spool
 from ttquant_tasks.feed.stats import read_stats
@@ -164,6 +164,8 @@ def test_every_tick_on_zmq_and_in_exactly_one_chunk_in_order(tmp_path: Path, bus
     assert all(len(c["symbol"]) <= 50 for c in broker.chunks)
     assert (result["ticks"], result["zmq_sent"], result["zmq_dropped"]) == (n, n, 0)
     assert (result["published"], result["spooled"], result["lost"]) == (len(broker.chunks), 0, 0)
+    newest = {s: max(t.trade_id for t in ticks if t.symbol == s) for s in SYMBOLS}
+    assert result["last_ids"] == newest  # what a restart continues after
     saved = read_stats(stats_path)
     assert saved is not None and saved["counts"]["published"] == len(broker.chunks)
 
@@ -269,3 +271,27 @@ def test_sigterm_stops_cleanly_and_flushes(tmp_path: Path, bus: Bus) -> None:
     assert result["ticks"] == len(ticks) > 0  # the partial chunk was flushed, not dropped
     assert_consecutive(ticks, {})
     assert len(bus.receive(len(ticks))) == len(ticks)
+
+
+def test_counters_include_the_chunk_not_released_yet(tmp_path: Path, bus: Bus) -> None:
+    class Held:
+        """Enqueuer stand-in for this unit of the loop: keeps what it is handed."""
+
+        def __init__(self) -> None:
+            self.payloads: list[dict[str, Any]] = []
+
+        def submit(self, payload: dict[str, Any]) -> None:
+            self.payloads.append(payload)
+
+        def stats(self) -> dict[str, Any]:
+            return {}
+
+    held = Held()
+    feed = _Feed(make_settings(tmp_path, chunk_size=3), bus.pub, held)  # type: ignore[arg-type]
+    ticks = list(itertools.islice(SimSource(SYMBOLS, "max", seed=3), 7))
+    for tick in ticks:
+        feed.on_tick(tick, 0.0)
+    assert [len(p["symbol"]) for p in held.payloads] == [3, 3]  # the 7th tick is still pending
+    counts = feed.counts()
+    assert (counts["ticks"], counts["chunks"], counts["pending"]) == (7, 2, 1)
+    assert counts["last_ids"] == {s: max(t.trade_id for t in ticks if t.symbol == s) for s in {t.symbol for t in ticks}}

@@ -8,25 +8,42 @@ from ttquant_tasks.bench.runner import cpu_ceiling
 from ttquant_tasks.bench.servercpu import ServerCpu
 
 
-def test_floor_ratio_is_like_for_like_and_absent_without_a_floor() -> None:
-    report = {"hot_healthy_p99_us": 60.0, "hot_floor_nosub_p99_us": 20.0, "hot_healthy_floor_p99_us": 30.0}
-    assert with_ratios(report)["hot_p99_vs_floor"] == 2.0  # vs the floor interleaved with healthy, not the idle one
+def test_floor_ratios_are_like_for_like_and_absent_without_a_floor() -> None:
+    report = {"hot_healthy_p99_us": 60.0, "hot_floor_nosub_p99_us": 20.0, "hot_healthy_floor_p99_us": 30.0,
+              "hot_healthy_pbfloor_p99_us": 50.0}
+    got = with_ratios(report)
+    assert got["hot_p99_vs_floor"] == 2.0  # vs the floor interleaved with healthy, not the idle one
+    assert got["hot_p99_vs_pbfloor"] == 1.2
     assert "hot_p99_vs_floor" not in with_ratios({"hot_healthy_p99_us": 60.0, "hot_floor_nosub_p99_us": 20.0})
     assert with_ratios({"hot_healthy_p99_us": 60.0, "hot_healthy_floor_p99_us": None})["hot_p99_vs_floor"] is None
 
 
+def test_outage_ratio_over_own_floor_cancels_a_machine_that_slowed_down() -> None:
+    # The machine got 1.5x slower between the runs: feed and floor both moved; the adjusted ratio is 1.
+    report = {"hot_healthy_p99_us": 40.0, "hot_healthy_floor_p99_us": 10.0,
+              "hot_db_down_p99_us": 60.0, "hot_db_down_floor_p99_us": 15.0, "hot_broker_hung_p99_us": 44.0}
+    got = with_ratios(report)
+    assert got["hot_db_down_p99_vs_healthy"] == 1.5
+    assert got["hot_db_down_p99_vs_healthy_floor_adj"] == 1.0
+    assert got["hot_broker_hung_p99_vs_healthy"] == 1.1
+    assert "hot_broker_hung_p99_vs_healthy_floor_adj" not in got  # no floor of its own: no adjusted ratio
+
+
 def test_floor_rows_follow_the_hot_path_target_and_are_never_verdicts() -> None:
-    report = {"hot_healthy_p99_us": 60.0, "hot_healthy_floor_p99_us": 30.0, "hot_p99_vs_floor": 2.0,
-              "hot_healthy_cold_share": 0.04, "hot_healthy_cold_p50_us": 50.0, "hot_healthy_floor_cold_p50_us": 20.0,
-              "hot_floor_nosub_p99_us": 15.0, "hot_floor_p99_us": 120.0, "hot_floor_noop_p99_us": 2.0}
+    refs_expected = ["hot_healthy_floor_p99_us", "hot_healthy_pbfloor_p99_us", "hot_p99_vs_floor", "hot_p99_vs_pbfloor",
+                     "hot_healthy_cold_share", "hot_healthy_cold_p50_us", "hot_healthy_floor_cold_p50_us",
+                     "hot_healthy_pbfloor_cold_p50_us", "hot_floor_nosub_p99_us", "hot_floor_p99_us",
+                     "hot_floor_noop_p99_us"]
+    report = {"hot_healthy_p99_us": 60.0, **{k: 1.0 for k in refs_expected},
+              "hot_db_down_p99_vs_healthy": 1.1, "hot_db_down_p99_vs_healthy_floor_adj": 0.9}
     lines = markdown(report, ()).splitlines()
     at = next(i for i, line in enumerate(lines) if "`hot_healthy_p99_us`" in line)
-    refs = lines[at + 1:at + 9]
-    assert [r.split("`")[1] for r in refs] == [
-        "hot_healthy_floor_p99_us", "hot_p99_vs_floor", "hot_healthy_cold_share", "hot_healthy_cold_p50_us",
-        "hot_healthy_floor_cold_p50_us", "hot_floor_nosub_p99_us", "hot_floor_p99_us", "hot_floor_noop_p99_us"]
+    refs = lines[at + 1:at + 1 + len(refs_expected)]
+    assert [r.split("`")[1] for r in refs] == refs_expected
     assert all(r.endswith("| reference |") for r in refs)
-    assert len(lines) == 2 + len(TARGETS) + 8
+    at = next(i for i, line in enumerate(lines) if "`hot_db_down_p99_vs_healthy`" in line)
+    assert "`hot_db_down_p99_vs_healthy_floor_adj`" in lines[at + 1] and lines[at + 1].endswith("| reference |")
+    assert len(lines) == 2 + len(TARGETS) + len(refs_expected) + 1
     assert "floor" not in markdown({}, ())  # no floor measured: no rows
 
 
