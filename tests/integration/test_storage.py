@@ -100,6 +100,27 @@ def test_backfill_into_an_old_day(engine: sa.Engine, symbol: str) -> None:
         assert n == 10 and in_default == 0  # in the day's own (droppable) partition
 
 
+def test_one_chunk_over_distant_days_gets_exactly_those_days(engine: sa.Engine, symbol: str) -> None:
+    # Two days 300 days apart (a backfill mixed with live ticks) and the last nanosecond of a day:
+    # each row lands in its own day's partition, and no partition is made for the days between.
+    far = (NOW_NS - 700 * DAY_NS) // DAY_NS * DAY_NS  # midnight UTC
+    rows = ticks([1, 2], symbol, t0=far + DAY_NS - 1, step_ns=0) + ticks([3], symbol, t0=far + 300 * DAY_NS)
+    assert insert_ticks(engine, rows) == 3
+    assert queries.tick_ids(engine, "binance", symbol) == [1, 2, 3]
+    if migrate.flavour(engine) == "plain":
+        def day(ns: int) -> str:
+            return dt.datetime.fromtimestamp(ns // 10**9, dt.UTC).strftime("%Y%m%d")
+
+        with engine.connect() as conn:
+            parts = set(conn.execute(sa.text(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'market_data'::regclass")).scalars())
+            counts = {d: conn.execute(sa.text(f"SELECT count(*) FROM market_data_p{d} WHERE symbol = :s"),
+                                      {"s": symbol}).scalar_one() for d in (day(far), day(far + 300 * DAY_NS))}
+        assert counts == {day(far): 2, day(far + 300 * DAY_NS): 1}
+        assert f"market_data_p{day(far + DAY_NS)}" not in parts  # the day after: nothing for it
+
+
 def test_insert_into_compressed_chunk(engine: sa.Engine, symbol: str) -> None:
     if migrate.flavour(engine) != "timescale":
         pytest.skip("TimescaleDB flavour only")

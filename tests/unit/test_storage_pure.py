@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import multiprocessing
@@ -207,3 +208,16 @@ def test_dead_letter_json_never_fails_on_odd_payloads() -> None:
     assert "\\u0000" not in text
     back = json.loads(text)
     assert back["a"] == "x\ufffdy" and back["b"] == "b'raw'" and back["c"] == [1.5, None]
+
+
+def test_utc_days_of_a_chunk_once_each_in_order() -> None:
+    from ttquant_tasks.storage.writers import utc_days
+
+    day = 86_400 * 10**9
+
+    def at(ns: int) -> Tick:
+        return Tick("binance", "BTCUSDT", 1, "1", "1", ns, ns)
+
+    got = utc_days([at(5 * day + 10), at(0), at(day - 1), at(day), at(5 * day)])
+    assert got == [dt.date(1970, 1, 1), dt.date(1970, 1, 2), dt.date(1970, 1, 6)]
+    assert utc_days([at(1_732_540_000_123_456_789)]) == [dt.date(2024, 11, 25)]

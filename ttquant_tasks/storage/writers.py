@@ -12,6 +12,7 @@ Room for later: orders/trades/positions writers follow the same shape (staging C
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 from collections.abc import Sequence
@@ -37,12 +38,11 @@ CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
 """
 _COPY = f"COPY {_STAGE} ({', '.join(_STAGE_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
 # Plain flavour: make sure every UTC day of the chunk has its partition (backfill included);
-# TimescaleDB flavour: the function is a no-op.
-_ENSURE_DAYS = f"""
-SELECT ttquant_ensure_day(d) FROM (
-    SELECT DISTINCT (ttquant_ns_to_timestamptz(exchange_time) AT TIME ZONE 'UTC')::date AS d FROM {_STAGE}
-) days ORDER BY d
-"""
+# TimescaleDB flavour: the function is a no-op.  The days are worked out in Python from the integer
+# times (one set per chunk), not per row in SQL: that DISTINCT cost ~9% of PostgreSQL's CPU per tick.
+_ENSURE_DAYS = "SELECT ttquant_ensure_day(d) FROM unnest(%s::date[]) AS d ORDER BY d"
+_DAY_NS = 86_400 * 10**9
+_EPOCH = datetime.date(1970, 1, 1)
 # ORDER BY: concurrent writers take unique-index entries in the same order, so overlapping
 # chunks wait for each other instead of deadlocking.
 _INSERT = f"""
@@ -73,6 +73,12 @@ def ticks_csv(ticks: Sequence[Tick]) -> str:
     return buf.getvalue()
 
 
+def utc_days(ticks: Sequence[Tick]) -> list[datetime.date]:
+    """The UTC days of the ticks' exchange times (what ``time``'s day is: it is the exchange time
+    truncated to the microsecond), each once, in order."""
+    return [_EPOCH + datetime.timedelta(days=d) for d in sorted({t.exchange_time // _DAY_NS for t in ticks})]
+
+
 def insert_ticks(engine: sa.Engine, ticks: Sequence[Tick]) -> int:
     """Store ``ticks`` in ``market_data``; returns how many rows were new.
 
@@ -94,7 +100,7 @@ def insert_ticks(engine: sa.Engine, ticks: Sequence[Tick]) -> int:
                     cur.execute(_CREATE_STAGE)
                     raw.info[_STAGE_READY] = True
                 cur.copy_expert(_COPY, io.StringIO(data))
-                cur.execute(_ENSURE_AND_INSERT)
+                cur.execute(_ENSURE_AND_INSERT, (utc_days(ticks),))
                 new = int(cur.rowcount)
             finally:
                 cur.close()
