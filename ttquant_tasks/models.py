@@ -133,6 +133,40 @@ def payload_rows(payload: Any) -> Iterator[Tick]:
         )
 
 
+_PLAIN_DECIMALS = re.compile(rf"(?:{_PLAIN_DECIMAL.pattern})(?:\n(?:{_PLAIN_DECIMAL.pattern}))*")
+_NONE_TYPE = type(None)
+Columns = tuple[list[str], list[int], list[str], list[str], list[int], list[int], list[bool | None]]
+
+
+def plain_columns(payload: Any) -> tuple[str, Columns] | None:
+    """``(exchange, columns)`` of a chunk payload whose every value is valid *and* in its common form
+    (the form :func:`payload_rows` accepts without a ``Decimal``), checked a column at a time with
+    C-level passes (set of types, min/max, one regex over the joined column) instead of a Python
+    call per value: the worker's validation went from ~4.6 to ~0.5 µs per tick (bench).  None when
+    any value is not (a bad one, or a decimal in another notation): the caller then takes
+    :func:`payload_rows`, which normalises nothing either, and says which value is wrong.
+    Raises :class:`PayloadError` for a payload of the wrong shape, as :func:`validate_payload`.
+    """
+    p = validate_payload(payload)
+    sym, tid, price, qty, et, lt, bm = (p[c] for c in _COLUMNS)
+    if sym:
+        if set(map(type, sym)) != {str} or min(map(len, sym)) == 0 or max(map(len, sym)) > 64:
+            return None
+        for ints in (tid, et, lt):
+            if set(map(type, ints)) != {int} or min(ints) < 0 or max(ints) >= 2**63:
+                return None
+        for decimals in (price, qty):
+            if set(map(type, decimals)) != {str}:
+                return None
+            joined = "\n".join(decimals)
+            # A value holding a newline would pass as two: the count of separators must match.
+            if joined.count("\n") != len(decimals) - 1 or not _PLAIN_DECIMALS.fullmatch(joined):
+                return None
+        if not set(map(type, bm)) <= {bool, _NONE_TYPE}:
+            return None
+    return p["exchange"], (sym, tid, price, qty, et, lt, bm)
+
+
 def payload_len(payload: Mapping[str, Any]) -> int:
     """Number of ticks in a (not necessarily valid) payload, 0 when unknown."""
     sym = payload.get("symbol") if isinstance(payload, Mapping) else None

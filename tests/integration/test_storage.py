@@ -12,11 +12,12 @@ import sqlalchemy as sa
 
 from tests.support.services import free_port
 from tests.support.stack import flavoured_engine
-from ttquant_tasks.errors import DatabaseUnavailable, PermanentError
+from ttquant_tasks.errors import DatabaseUnavailable, PayloadError, PermanentError
 from ttquant_tasks.models import Tick
 from ttquant_tasks.storage import migrate, queries
 from ttquant_tasks.storage.engine import make_engine
-from ttquant_tasks.storage.writers import insert_dead_letter, insert_ticks
+from ttquant_tasks.models import chunk_payload
+from ttquant_tasks.storage.writers import insert_dead_letter, insert_payload, insert_ticks
 
 pytestmark = pytest.mark.integration
 
@@ -119,6 +120,25 @@ def test_one_chunk_over_distant_days_gets_exactly_those_days(engine: sa.Engine, 
                                       {"s": symbol}).scalar_one() for d in (day(far), day(far + 300 * DAY_NS))}
         assert counts == {day(far): 2, day(far + 300 * DAY_NS): 1}
         assert f"market_data_p{day(far + DAY_NS)}" not in parts  # the day after: nothing for it
+
+
+def test_payload_stored_alike_on_either_validation_path(engine: sa.Engine, symbol: str) -> None:
+    plain = chunk_payload("binance", ticks(range(1, 4), symbol))
+    other = chunk_payload("binance", ticks(range(4, 6), symbol))
+    other["price"] = ["1E+2", "0.5e1"]  # valid decimals, not in the common form: the per-value path
+    assert insert_payload(engine, plain) == 3
+    assert insert_payload(engine, other) == 2
+    assert insert_payload(engine, plain) == 0  # idempotent as insert_ticks
+    with engine.connect() as conn:
+        prices = conn.execute(sa.text("SELECT trade_id, last_price FROM market_data WHERE symbol = :s ORDER BY 1"),
+                              {"s": symbol}).all()
+    assert prices == [(1, Decimal("60001.5")), (2, Decimal("60002.5")), (3, Decimal("60003.5")),
+                      (4, Decimal("100")), (5, Decimal("5"))]
+    bad = chunk_payload("binance", ticks(range(6, 8), symbol))
+    bad["qty"] = ["0.1", "-2"]
+    with pytest.raises(PayloadError, match=r"qty\[1\]"):
+        insert_payload(engine, bad)
+    assert queries.tick_ids(engine, "binance", symbol) == [1, 2, 3, 4, 5]  # nothing of the bad chunk
 
 
 def test_insert_into_compressed_chunk(engine: sa.Engine, symbol: str) -> None:

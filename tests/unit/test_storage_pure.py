@@ -214,10 +214,6 @@ def test_utc_days_of_a_chunk_once_each_in_order() -> None:
     from ttquant_tasks.storage.writers import utc_days
 
     day = 86_400 * 10**9
-
-    def at(ns: int) -> Tick:
-        return Tick("binance", "BTCUSDT", 1, "1", "1", ns, ns)
-
-    got = utc_days([at(5 * day + 10), at(0), at(day - 1), at(day), at(5 * day)])
+    got = utc_days([5 * day + 10, 0, day - 1, day, 5 * day])
     assert got == [dt.date(1970, 1, 1), dt.date(1970, 1, 2), dt.date(1970, 1, 6)]
-    assert utc_days([at(1_732_540_000_123_456_789)]) == [dt.date(2024, 11, 25)]
+    assert utc_days([1_732_540_000_123_456_789]) == [dt.date(2024, 11, 25)]

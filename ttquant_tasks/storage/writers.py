@@ -14,15 +14,16 @@ from __future__ import annotations
 import csv
 import datetime
 import io
+import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg2
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from ..models import Tick
+from ..models import Columns, Tick, payload_rows, plain_columns
 from . import schema
 from .engine import db_errors
 
@@ -73,10 +74,23 @@ def ticks_csv(ticks: Sequence[Tick]) -> str:
     return buf.getvalue()
 
 
-def utc_days(ticks: Sequence[Tick]) -> list[datetime.date]:
-    """The UTC days of the ticks' exchange times (what ``time``'s day is: it is the exchange time
+_BUYER_MAKER_CSV = {None: "", True: "t", False: "f"}
+
+
+def columns_csv(exchange: str, columns: Columns) -> str:
+    """:func:`ticks_csv` of a chunk's validated columns (:func:`~ttquant_tasks.models.plain_columns`),
+    written by the csv module in one call: no ``Tick`` and no Python call per row."""
+    sym, tid, price, qty, et, lt, bm = columns
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(
+        zip(itertools.repeat(exchange), sym, tid, price, qty, et, lt, map(_BUYER_MAKER_CSV.__getitem__, bm)))
+    return buf.getvalue()
+
+
+def utc_days(exchange_times: Iterable[int]) -> list[datetime.date]:
+    """The UTC days of these exchange times (ns; what ``time``'s day is: it is the exchange time
     truncated to the microsecond), each once, in order."""
-    return [_EPOCH + datetime.timedelta(days=d) for d in sorted({t.exchange_time // _DAY_NS for t in ticks})]
+    return [_EPOCH + datetime.timedelta(days=d) for d in sorted({ns // _DAY_NS for ns in exchange_times})]
 
 
 def insert_ticks(engine: sa.Engine, ticks: Sequence[Tick]) -> int:
@@ -90,7 +104,27 @@ def insert_ticks(engine: sa.Engine, ticks: Sequence[Tick]) -> int:
     """
     if not ticks:
         return 0
-    data = ticks_csv(ticks)
+    return _insert_csv(engine, ticks_csv(ticks), utc_days(t.exchange_time for t in ticks))
+
+
+def insert_payload(engine: sa.Engine, payload: Any) -> int:
+    """Validate a columnar chunk payload and store it as :func:`insert_ticks` does; returns rows new.
+
+    A chunk whose values are all in their common form goes from its columns straight to CSV
+    (:func:`~ttquant_tasks.models.plain_columns`, :func:`columns_csv`); any other goes through
+    :func:`~ttquant_tasks.models.payload_rows`, which raises :class:`~ttquant_tasks.errors.PayloadError`
+    naming the first bad value.  Both write the same CSV for the same ticks.
+    """
+    plain = plain_columns(payload)
+    if plain is None:
+        return insert_ticks(engine, list(payload_rows(payload)))
+    exchange, columns = plain
+    if not columns[0]:
+        return 0
+    return _insert_csv(engine, columns_csv(exchange, columns), utc_days(columns[4]))
+
+
+def _insert_csv(engine: sa.Engine, data: str, days: list[datetime.date]) -> int:
     with db_errors("insert_ticks"):
         raw = engine.raw_connection()
         try:
@@ -100,7 +134,7 @@ def insert_ticks(engine: sa.Engine, ticks: Sequence[Tick]) -> int:
                     cur.execute(_CREATE_STAGE)
                     raw.info[_STAGE_READY] = True
                 cur.copy_expert(_COPY, io.StringIO(data))
-                cur.execute(_ENSURE_AND_INSERT, (utc_days(ticks),))
+                cur.execute(_ENSURE_AND_INSERT, (days,))
                 new = int(cur.rowcount)
             finally:
                 cur.close()

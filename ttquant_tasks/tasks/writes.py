@@ -16,7 +16,6 @@ from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 from ..errors import PayloadError, PermanentError, backoff, is_retryable
-from ..models import payload_rows
 from . import parking
 
 if TYPE_CHECKING:
@@ -154,9 +153,9 @@ def single_payload(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
 
 def write_ticks_payload(engine: Any, payload: Any) -> int:
     """Validate a columnar chunk and insert it; returns rows that were new."""
-    from ..storage.writers import insert_ticks
+    from ..storage.writers import insert_payload
 
-    return insert_ticks(engine, list(payload_rows(payload)))
+    return insert_payload(engine, payload)
 
 
 def register(app: TTQuantCelery) -> None:
