@@ -56,6 +56,20 @@ def test_workers_split_ticks_from_orders() -> None:
         assert " -E " in p[name] and " -n " in p[name]
 
 
+def test_tick_workers_default_to_cores_plus_one_everywhere() -> None:
+    from ttquant_tasks.commands import stack  # noqa: F401 - the CLI's defaults come from the same function
+    from ttquant_tasks.settings import default_tick_concurrency
+
+    # The Procfile's (and compose's, the same command) -c as the shell works it out, set and unset.
+    flag = re.search(r"-c (\$\{TTQUANT_TICK_CONCURRENCY:-.*?\)\)\}) ", procfile()["worker_ticks"])
+    assert flag is not None
+    for env, expected in (({}, str(default_tick_concurrency())), ({"TTQUANT_TICK_CONCURRENCY": "1"}, "1")):
+        shown = subprocess.run(["sh", "-c", f"echo {flag.group(1)}"], env={"PATH": "/usr/bin:/bin", **env},
+                               capture_output=True, text=True, check=True).stdout.strip()
+        assert shown == expected
+    assert default_tick_concurrency() >= 2
+
+
 def test_flower_is_bounded_and_authenticated() -> None:
     flower = procfile()["flower"]
     assert flower.startswith("celery --broker=")  # not -A: Flower must not import the app

@@ -63,8 +63,10 @@ def _flush(settings: Settings) -> dict[str, Any]:
 
 
 def measure(uri: str, env: dict[str, str], log_dir: Path, gate: Gate, settings: Settings, rate: float,
-            pre: float, down: float, post: float, symbols: list[str], max_wait: float) -> dict[str, Figure]:
-    """``settings``: direct DB and private broker of the run (for flush / parked depth)."""
+            pre: float, down: float, post: float, symbols: list[str], max_wait: float,
+            tick_workers: int | None = None) -> dict[str, Figure]:
+    """``settings``: direct DB and private broker of the run (for flush / parked depth);
+    ``tick_workers``: the ticks worker's children, reported as ``outage_tick_workers``."""
     duration = pre + down + post
     feed_proc = procs.start_feed_child(env, log_dir, {"exchange": EXCHANGE, "symbols": symbols, "rate": rate,
                                                       "duration": duration})
@@ -103,6 +105,7 @@ def measure(uri: str, env: dict[str, str], log_dir: Path, gate: Gate, settings: 
     return {
         "outage_rate_set": rate,
         "outage_down_s": down,
+        "outage_tick_workers": tick_workers,
         "outage_feed_ticks": int(feed["ticks"]),
         "outage_feed_spooled_chunks": feed.get("spooled"),
         "outage_drain_s": before_flush,

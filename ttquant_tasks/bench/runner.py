@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..settings import Settings, mask_url
+from ..settings import Settings, default_tick_concurrency, mask_url
 from ..storage.migrate import init_db
 from . import baseline, hotpath, machine, orderflow, outage, pipeline, procs, queries
 from .env import Databases, private_broker
@@ -58,7 +58,8 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("8 CPU (µs per persisted tick)", ("cpu_us_per_tick", "feed_cpu_us_per_tick", "worker_cpu_us_per_tick",
                                         "pg_cpu_us_per_tick", "pg_aux_cpu_us_per_tick", "redis_cpu_us_per_tick",
                                         "server_cpu_us_per_tick", "cpu_with_servers_us_per_tick")),
-    ("9 database outage", ("outage_rate_set", "outage_down_s", "outage_feed_ticks", "outage_feed_spooled_chunks",
+    ("9 database outage", ("outage_rate_set", "outage_down_s", "outage_tick_workers", "outage_feed_ticks",
+                           "outage_feed_spooled_chunks",
                            "outage_drain_s", "outage_drain_with_flush_s", "outage_flushed_chunks",
                            "outage_parked_left", "outage_stored_rows", "outage_lost_rows", "outage_duplicate_rows")),
 )
@@ -141,15 +142,16 @@ def run_bench(settings: Settings, *, quick: bool, scale: float, out_dir: Path,
             gate = Gate(host.hostname or "127.0.0.1", host.port or 5432)
             gated = main_db.replace(f"{host.hostname}:{host.port}" if host.port else str(host.hostname),
                                     f"127.0.0.1:{gate.port}", 1)
-            # The workers as ``ttquant up`` runs them (ticks; orders and maintenance, where the flush of
-            # parked chunks runs), both reaching the database through the gate.
-            gworker = procs.worker(env("gworker", db=gated), logs).start()
+            # The workers as ``ttquant up`` runs them (ticks, its default children; orders and maintenance,
+            # where the flush of parked chunks runs), both reaching the database through the gate.
+            gworker = procs.worker(env("gworker", db=gated), logs, concurrency=default_tick_concurrency()).start()
             running.append(gworker)
             gorders = procs.worker(env("gorders", db=gated), logs, concurrency=1, queues="orders,maintenance").start()
             running.append(gorders)
             _phase(report, "outage", lambda: outage.measure(
                 main_db, env("outage"), logs, gate, direct, sizes.outage_rate, sizes.outage_pre,
-                sizes.outage_down, sizes.outage_post, SYMBOLS, max_wait=sizes.outage_down + 120))
+                sizes.outage_down, sizes.outage_post, SYMBOLS, max_wait=sizes.outage_down + 120,
+                tick_workers=default_tick_concurrency()))
             gate.down()
             _phase(report, "hot_db_down", lambda: hotpath.run_condition("db_down", env("hot4"), logs, *hot))
             for p in (gworker, gorders):
