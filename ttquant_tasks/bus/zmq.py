@@ -80,16 +80,5 @@ class MarketDataPublisher(TopicPublisher):
         self._encode = MarketDataEncoder()
 
     def send(self, tick: Tick) -> bool:
-        """Publish one tick without blocking; False when dropped at the high-water mark.
-
-        :meth:`send_frames` inlined: this runs once per tick on the feed's hot path."""
-        body = self._encode(tick)
-        sock = self._sock
-        try:
-            _send(sock, md_topic(tick.symbol, tick.exchange), _MORE_NOBLOCK)
-        except zmq.Again:
-            self.dropped += 1
-            return False
-        _send(sock, body, _NOBLOCK)
-        self.sent += 1
-        return True
+        """Publish one tick without blocking; False when dropped at the high-water mark."""
+        return self.send_frames(md_topic(tick.symbol, tick.exchange), self._encode(tick))
