@@ -13,10 +13,9 @@ import sqlalchemy as sa
 from tests.support.services import free_port
 from tests.support.stack import flavoured_engine
 from ttquant_tasks.errors import DatabaseUnavailable, PayloadError, PermanentError
-from ttquant_tasks.models import Tick
+from ttquant_tasks.models import Tick, chunk_payload
 from ttquant_tasks.storage import migrate, queries
 from ttquant_tasks.storage.engine import make_engine
-from ttquant_tasks.models import chunk_payload
 from ttquant_tasks.storage.writers import insert_dead_letter, insert_payload, insert_ticks
 
 pytestmark = pytest.mark.integration
