@@ -40,6 +40,7 @@ from ..runtime import make_confirmer
 from ..settings import Settings
 from ..tasks.app import make_app
 from ..tasks.publisher import ChunkPublisher
+from .floorproc import pub_socket
 from .report import summary
 
 _SKIP = 1000  # first ticks not timed: imports, socket setup and the first broker connect
@@ -113,13 +114,7 @@ def _floors(endpoints: list[str], sample: Tick) -> tuple[dict[str, Floor], Calla
     ``pbfloor_us``: the tick's topic, its protobuf encoding (the library's, one reused message) and
     that send -- what any feed that publishes each tick as ``MarketData`` at once must do."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-    socks = []
-    for endpoint in endpoints:
-        sock = ctx.socket(zmq.PUB)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, 100_000)  # as the feed's publisher
-        sock.bind(endpoint)
-        socks.append(sock)
+    socks = [pub_socket(ctx, endpoint) for endpoint in endpoints]
     bare_sock, pb_sock = socks
     topic, body = md_topic(sample.symbol, sample.exchange), encode_market_data(sample)
     send = BackendSocket.send

@@ -77,7 +77,8 @@ def _sender(sock: zmq.Socket[bytes], message: tuple[bytes, bytes]) -> Callable[[
     return body
 
 
-def _pub(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> zmq.Socket[bytes]:
+def pub_socket(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> zmq.Socket[bytes]:
+    """A PUB socket bound to ``endpoint``, set up as the feed's publisher (linger 0, same HWM)."""
     sock = ctx.socket(zmq.PUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 100_000)  # as the feed's publisher
@@ -92,7 +93,7 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     out: dict[str, Any] = {}
     for name, endpoint in (("noop", None), ("nosub", config["nosub_endpoint"]), ("sub", config["sub_endpoint"])):
-        sock = _pub(ctx, endpoint) if endpoint else None
+        sock = pub_socket(ctx, endpoint) if endpoint else None
         if sock is not None:
             time.sleep(0.5)  # let the subscriber (if any) connect and subscribe before the clock runs
         samples, sent = _loop(symbols, rate, duration, _sender(sock, message) if sock is not None else _noop)

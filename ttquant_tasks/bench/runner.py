@@ -144,14 +144,15 @@ def run_bench(settings: Settings, *, quick: bool, scale: float, out_dir: Path,
                                     f"127.0.0.1:{gate.port}", 1)
             # The workers as ``ttquant up`` runs them (ticks, its default children; orders and maintenance,
             # where the flush of parked chunks runs), both reaching the database through the gate.
-            gworker = procs.worker(env("gworker", db=gated), logs, concurrency=default_tick_concurrency()).start()
+            tick_workers = default_tick_concurrency()
+            gworker = procs.worker(env("gworker", db=gated), logs, concurrency=tick_workers).start()
             running.append(gworker)
             gorders = procs.worker(env("gorders", db=gated), logs, concurrency=1, queues="orders,maintenance").start()
             running.append(gorders)
             _phase(report, "outage", lambda: outage.measure(
                 main_db, env("outage"), logs, gate, direct, sizes.outage_rate, sizes.outage_pre,
                 sizes.outage_down, sizes.outage_post, SYMBOLS, max_wait=sizes.outage_down + 120,
-                tick_workers=default_tick_concurrency()))
+                tick_workers=tick_workers))
             gate.down()
             _phase(report, "hot_db_down", lambda: hotpath.run_condition("db_down", env("hot4"), logs, *hot))
             for p in (gworker, gorders):

@@ -67,24 +67,8 @@ def _legacy_int(quantity: str) -> int:
     return 0
 
 
-def encode_market_data(tick: Tick) -> bytes:
-    """``MarketData`` bytes of one tick: float views for old clients plus exact strings and the id."""
-    out: bytes = MarketData(
-        symbol=tick.symbol,
-        last_price=float(tick.price),
-        volume=float(tick.qty),
-        exchange_time=tick.exchange_time,
-        local_time=tick.local_time,
-        exchange=tick.exchange,
-        price_str=tick.price,
-        volume_str=tick.qty,
-        trade_id=tick.trade_id,
-    ).SerializeToString()
-    return out
-
-
 class MarketDataEncoder:
-    """:func:`encode_market_data` for one thread's hot path: the same bytes, from one reused message.
+    """``MarketData`` bytes of ticks from one reused message (the feed's publisher keeps one).
 
     Every field is assigned on every call (proto3: a zero value is simply not serialized), so nothing
     of the previous tick can leak into the next.  Building a fresh ``MarketData`` per tick was a third
@@ -109,6 +93,11 @@ class MarketDataEncoder:
         msg.trade_id = tick.trade_id
         out: bytes = msg.SerializeToString()
         return out
+
+
+def encode_market_data(tick: Tick) -> bytes:
+    """``MarketData`` bytes of one tick: float views for old clients plus exact strings and the id."""
+    return MarketDataEncoder()(tick)
 
 
 def decode_market_data(data: bytes) -> MarketData:

@@ -67,8 +67,9 @@ def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
 def register(sub: a.SubParsers) -> None:
     up = sub.add_parser("up", help="start the local stack: services, schema, worker, gateway, feed")
     add_feed_args(up)
-    up.add_argument("--concurrency", type=a.positive_int, default=default_tick_concurrency(),
-                    help=f"tick worker processes (default: cores + 1, {default_tick_concurrency()} here)")
+    tick_workers = default_tick_concurrency()
+    up.add_argument("--concurrency", type=a.positive_int, default=tick_workers,
+                    help=f"tick worker processes (default: cores + 1, {tick_workers} here)")
     up.add_argument("--no-gateway", action="store_true", help="do not start the order gateway")
     up.add_argument("--flower", action="store_true",
                     help="also run Flower (workers with task events); basic auth from FLOWER_BASIC_AUTH=user:password, "
@@ -81,8 +82,8 @@ def register(sub: a.SubParsers) -> None:
 
     worker = sub.add_parser("worker", help="run a Celery worker (celery -A ttquant_tasks worker)")
     worker.add_argument("-Q", "--queues", default="ticks,orders,maintenance")
-    worker.add_argument("-c", "--concurrency", type=a.positive_int, default=default_tick_concurrency(),
-                        help=f"worker processes (default: cores + 1, {default_tick_concurrency()} here)")
+    worker.add_argument("-c", "--concurrency", type=a.positive_int, default=tick_workers,
+                        help=f"worker processes (default: cores + 1, {tick_workers} here)")
     worker.set_defaults(handler=cmd_worker)
 
     status = sub.add_parser("status", help="one screen: services, workers, queues, ticks/s, lag, backup, size")
