@@ -6,10 +6,10 @@ write -- the gateway and the feed, prints once a second what was published / enq
 persisted and the queue depths, and on Ctrl-C, SIGTERM or ``--duration`` stops the feed first,
 lets the worker drain what was enqueued, stops the worker and prints the totals.
 
-``--flower`` adds Flower as one more child (``celery --broker=URL flower --max_tasks=10000``, the
-workers then run with task events, ``-E``).  Its basic auth comes from ``FLOWER_BASIC_AUTH``
-(``user:password``), handed to Flower through its environment so the password is not on a command
-line; bound beyond loopback it is required (:func:`flower_options` refuses), on loopback it is
+``--flower`` adds Flower as one more child (``celery flower --max_tasks=10000``, the
+workers then run with task events, ``-E``).  Its broker URL and its basic auth (``FLOWER_BASIC_AUTH``,
+``user:password``) are handed to Flower through its environment, so neither is on a command line;
+bound beyond loopback the auth is required (:func:`flower_options` refuses), on loopback it is
 recommended (a warning).
 """
 
@@ -89,17 +89,19 @@ def flower_options(address: str, port: int, basic_auth: str | None) -> tuple[Flo
     return options, None
 
 
-def flower_argv(broker_url: str, options: FlowerOptions) -> list[str]:
-    """Flower's command line: ``--broker`` rather than ``-A`` (Flower need not import our app), memory
-    bounded by ``--max_tasks``.  The credentials are not in it: they go in the child's environment."""
-    return [sys.executable, "-m", "celery", f"--broker={broker_url}", "flower", f"--address={options.address}",
-            f"--port={options.port}", f"--max_tasks={FLOWER_MAX_TASKS}"]
+def flower_argv(options: FlowerOptions) -> list[str]:
+    """Flower's command line: neither ``-A`` (Flower need not import our app) nor ``--broker``, memory
+    bounded by ``--max_tasks``.  No secret is in it (any local user can read a command line): the
+    broker URL and the credentials go in the child's environment (:func:`flower_env`)."""
+    return [sys.executable, "-m", "celery", "flower", f"--address={options.address}", f"--port={options.port}",
+            f"--max_tasks={FLOWER_MAX_TASKS}"]
 
 
-def flower_env(env: dict[str, str], options: FlowerOptions) -> dict[str, str]:
-    """Flower's environment: Flower reads ``FLOWER_*`` variables, so ``FLOWER_BASIC_AUTH`` is exactly
-    ``options.basic_auth`` (removed when None, so an empty variable cannot confuse it)."""
-    out = dict(env)
+def flower_env(env: dict[str, str], options: FlowerOptions, broker_url: str) -> dict[str, str]:
+    """Flower's environment: Celery's default app takes its broker from ``CELERY_BROKER_URL`` and Flower
+    reads ``FLOWER_*`` variables, so ``FLOWER_BASIC_AUTH`` is exactly ``options.basic_auth`` (removed
+    when None, so an empty variable cannot confuse it)."""
+    out = dict(env, CELERY_BROKER_URL=broker_url)
     out.pop("FLOWER_BASIC_AUTH", None)
     if options.basic_auth:
         out["FLOWER_BASIC_AUTH"] = options.basic_auth
@@ -210,7 +212,7 @@ def run_up(settings: Settings, *, source: str, rate: float, exchange: str | None
                                      logs / "gateway.log")
     if flower is not None:
         assert settings.broker_url is not None  # resolved above
-        children["flower"] = _spawn(flower_argv(settings.broker_url, flower), flower_env(env, flower),
+        children["flower"] = _spawn(flower_argv(flower), flower_env(env, flower, settings.broker_url),
                                     logs / "flower.log")
         print(f"ttquant up: Flower on http://{flower.address}:{flower.port}/"
               f" ({'basic auth' if flower.basic_auth else 'no password'})", flush=True)

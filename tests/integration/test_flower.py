@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 import pytest
+import redis
 
 from tests.support.services import free_port
 from tests.support.waiting import wait_for
@@ -76,13 +77,14 @@ def test_bad_port_is_refused() -> None:
 
 def test_command_line_is_bounded_and_carries_no_password() -> None:
     options = FlowerOptions("127.0.0.1", 5600, FLOWER_AUTH)
-    argv = flower_argv("redis://127.0.0.1:6379/3", options)
-    assert argv[1:] == ["-m", "celery", "--broker=redis://127.0.0.1:6379/3", "flower", "--address=127.0.0.1",
-                        "--port=5600", "--max_tasks=10000"]
+    argv = flower_argv(options)
+    assert argv[1:] == ["-m", "celery", "flower", "--address=127.0.0.1", "--port=5600", "--max_tasks=10000"]
     assert not any("flower-pw" in arg for arg in argv) and "flower-pw" not in repr(options)
-    assert flower_env({"FLOWER_BASIC_AUTH": "stale:x", "A": "1"}, options) == {"FLOWER_BASIC_AUTH": FLOWER_AUTH,
-                                                                                "A": "1"}
-    assert flower_env({"FLOWER_BASIC_AUTH": "", "A": "1"}, FlowerOptions("127.0.0.1", 1, None)) == {"A": "1"}
+    broker = "redis://:broker-pw@127.0.0.1:6379/3"
+    assert flower_env({"FLOWER_BASIC_AUTH": "stale:x", "A": "1"}, options, broker) == {
+        "FLOWER_BASIC_AUTH": FLOWER_AUTH, "A": "1", "CELERY_BROKER_URL": broker}
+    assert flower_env({"FLOWER_BASIC_AUTH": "", "A": "1", "CELERY_BROKER_URL": "stale"},
+                      FlowerOptions("127.0.0.1", 1, None), broker) == {"A": "1", "CELERY_BROKER_URL": broker}
 
 
 # --------------------------------------------------------------------------- ttquant up --flower
@@ -176,6 +178,9 @@ def test_up_runs_flower_with_basic_auth(schema_db: str, redis_url: str, stack_en
         # see tasks after its own enable_events broadcast reached them.
         workers = [c.cmdline() for c in psutil.Process(up.pid).children() if "worker" in c.cmdline()]
         assert len(workers) == 2 and all("-E" in argv for argv in workers), workers
+        # Nothing secret on Flower's command line (any local user can read it): not the broker URL either.
+        flowers = [c.cmdline() for c in psutil.Process(up.pid).children() if "flower" in c.cmdline()]
+        assert len(flowers) == 1 and not any("://" in arg or "flower-pw" in arg for arg in flowers[0]), flowers
         # The write tasks of this run show up in Flower.
         body = wait_for(lambda: (r := get(port, "/api/tasks?limit=50", FLOWER_AUTH))[0] == 200
                         and json.loads(r[1]) and r[1], timeout=90, what="tasks in Flower's /api/tasks")
@@ -216,3 +221,53 @@ def test_up_refuses_flower_beyond_loopback_without_auth(schema_db: str, redis_ur
     assert up.returncode == 2, out + err
     assert "FLOWER_BASIC_AUTH" in err and "0.0.0.0" in err
     assert "ttquant up: database" not in out  # refused before anything started
+
+
+# --------------------------------------------------------------------------- the Procfile's flower line
+
+
+def procfile_flower() -> str:
+    from pathlib import Path
+
+    for line in (Path(__file__).resolve().parents[2] / "Procfile").read_text().splitlines():
+        if line.startswith("flower:"):
+            return line.partition(":")[2].strip()
+    raise AssertionError("no flower line in the Procfile")
+
+
+def test_procfile_flower_refuses_to_start_without_credentials(redis_url: str) -> None:
+    env = {"PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin", "CELERY_BROKER_URL": redis_url}
+    done = subprocess.run(["sh", "-c", procfile_flower()], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode != 0 and "set FLOWER_BASIC_AUTH=user:password" in done.stderr, done.stderr
+
+
+def test_procfile_flower_runs_with_auth_and_no_secret_on_its_command_line(redis_url: str) -> None:
+    """The line as honcho runs it (``sh -c``): Flower asks for the password, and neither the password
+    nor the broker URL can be read off its command line; it reaches the broker from the environment."""
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("FLOWER_", "CELERY_"))},
+           "PATH": os.path.dirname(sys.executable) + ":" + os.environ.get("PATH", "/usr/bin:/bin"),
+           "CELERY_BROKER_URL": redis_url, "FLOWER_BASIC_AUTH": FLOWER_AUTH, "FLOWER_PORT": str(port)}
+    proc = subprocess.Popen(["sh", "-c", procfile_flower()], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: proc.poll() is not None or get(port, "/")[0] != 0, timeout=120, what="Flower listening")
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert get(port, "/")[0] == 401
+        assert get(port, "/", FLOWER_AUTH)[0] == 200
+        # `exec`: the shell became Flower, so signals from honcho reach Flower itself.
+        cmdline = psutil.Process(proc.pid).cmdline()
+        assert "flower" in cmdline and f"--port={port}" in cmdline, cmdline
+        assert not any("://" in arg or "flower-pw" in arg for arg in cmdline), cmdline
+        # Flower reads queue lengths from the broker named only in the environment: this test's Redis db.
+        redis.Redis.from_url(redis_url).lpush("celery", "m1", "m2", "m3")
+        status, body = get(port, "/api/queues/length", FLOWER_AUTH)
+        assert status == 200 and {"name": "celery", "messages": 3} in json.loads(body)["active_queues"], body[:500]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate(timeout=10)

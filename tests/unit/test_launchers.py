@@ -72,11 +72,14 @@ def test_tick_workers_default_to_cores_plus_one_everywhere() -> None:
 
 def test_flower_is_bounded_and_authenticated() -> None:
     flower = procfile()["flower"]
-    assert flower.startswith("celery --broker=")  # not -A: Flower must not import the app
-    assert "--max_tasks=10000" in flower
-    # `:?` makes the shell refuse to start Flower without credentials.
-    assert re.search(r"--basic-auth=\$\{FLOWER_BASIC_AUTH:\?", flower)
-    assert re.search(r"--address=\$\{FLOWER_ADDRESS:-127\.0\.0\.1\}", flower)
+    # `:?` makes the shell refuse to start Flower without credentials or a broker.
+    check, sep, command = flower.partition(" && exec ")
+    assert sep and re.search(r'"\$\{FLOWER_BASIC_AUTH:\?', check) and re.search(r'"\$\{CELERY_BROKER_URL:\?', check)
+    # Not -A (Flower must not import the app); no secret on the command line: Celery reads the broker
+    # URL from CELERY_BROKER_URL and Flower its password from FLOWER_BASIC_AUTH.
+    assert command.startswith("celery flower ") and "--broker" not in command and "basic-auth" not in command
+    assert "--max_tasks=10000" in command
+    assert re.search(r"--address=\$\{FLOWER_ADDRESS:-127\.0\.0\.1\}", command)
 
 
 def test_compose_runs_the_procfile_commands() -> None:
