@@ -218,6 +218,12 @@ def test_unreachable_database_is_retryable() -> None:
         with pytest.raises(DatabaseUnavailable) as info:
             insert_ticks(eng, ticks([1]))
         assert info.value.__cause__ is not None
+        # The connection comes before any work on the chunk: with the database away even a chunk
+        # that would fail validation is an outage (retried, then parked; validated on replay).
+        bad = chunk_payload("binance", ticks([1, 2], "BTCUSDT"))
+        bad["qty"] = ["0.1", "-2"]
+        with pytest.raises(DatabaseUnavailable):
+            insert_payload(eng, bad)
         with pytest.raises(DatabaseUnavailable):
             insert_dead_letter(eng, "t", "r", {})
         with pytest.raises(DatabaseUnavailable):

@@ -16,7 +16,7 @@ import datetime
 import io
 import itertools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import psycopg2
@@ -104,7 +104,7 @@ def insert_ticks(engine: sa.Engine, ticks: Sequence[Tick]) -> int:
     """
     if not ticks:
         return 0
-    return _insert_csv(engine, ticks_csv(ticks), utc_days(t.exchange_time for t in ticks))
+    return _insert_csv(engine, lambda: (ticks_csv(ticks), utc_days(t.exchange_time for t in ticks)))
 
 
 def insert_payload(engine: sa.Engine, payload: Any) -> int:
@@ -113,21 +113,29 @@ def insert_payload(engine: sa.Engine, payload: Any) -> int:
     A chunk whose values are all in their common form goes from its columns straight to CSV
     (:func:`~ttquant_tasks.models.plain_columns`, :func:`columns_csv`); any other goes through
     :func:`~ttquant_tasks.models.payload_rows`, which raises :class:`~ttquant_tasks.errors.PayloadError`
-    naming the first bad value.  Both write the same CSV for the same ticks.
+    naming the first bad value.  Both write the same CSV for the same ticks.  The connection comes
+    first: with the database away, the chunk fails (and is retried) before any work is spent on it.
     """
-    plain = plain_columns(payload)
-    if plain is None:
-        return insert_ticks(engine, list(payload_rows(payload)))
-    exchange, columns = plain
-    if not columns[0]:
-        return 0
-    return _insert_csv(engine, columns_csv(exchange, columns), utc_days(columns[4]))
+
+    def csv_and_days() -> tuple[str, list[datetime.date]]:
+        plain = plain_columns(payload)
+        if plain is None:
+            ticks = list(payload_rows(payload))
+            return ticks_csv(ticks), utc_days(t.exchange_time for t in ticks)
+        exchange, columns = plain
+        return columns_csv(exchange, columns), utc_days(columns[4])
+
+    return _insert_csv(engine, csv_and_days)
 
 
-def _insert_csv(engine: sa.Engine, data: str, days: list[datetime.date]) -> int:
+def _insert_csv(engine: sa.Engine, prepare: Callable[[], tuple[str, list[datetime.date]]]) -> int:
+    """Check out a connection, then ``prepare()`` the CSV and its UTC days, COPY, insert, commit."""
     with db_errors("insert_ticks"):
         raw = engine.raw_connection()
         try:
+            data, days = prepare()
+            if not data:
+                return 0
             cur: Any = raw.cursor()  # psycopg2 cursor: copy_expert is not in the DBAPI protocol
             try:
                 if not raw.info.get(_STAGE_READY):

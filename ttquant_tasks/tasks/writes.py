@@ -111,11 +111,14 @@ def run_write(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], write: 
         delay = backoff(retries, cap=settings.retry_backoff_max)
         log.info("%s: %s; retry %d in %.2fs", task.name, exc, retries + 1, delay)
         try:
-            raise task.retry(exc=exc, countdown=delay, max_retries=settings.write_retries) from exc
+            retry = task.retry(exc=exc, countdown=delay, max_retries=settings.write_retries, throw=False)
         except Reject as rejected:
             # Celery rejects WITHOUT requeue when it cannot publish the retry (broker away too):
             # that would drop the chunk.  Hand it back to the broker instead.
             _requeue(task, "publish the retry", rejected.reason)
+        # ``from None``: Celery formats the traceback of every retry it handles, and the chain below
+        # it (driver, pool, SQLAlchemy) is deep; the reason is in the log line above and in ``retry.exc``.
+        raise retry from None
 
 
 def _requeue(task: Task, what: str, why: object) -> NoReturn:
