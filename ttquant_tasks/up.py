@@ -1,8 +1,8 @@
 """``ttquant up``: the whole local stack as child processes, with a live line.
 
-Starts (or finds) the services, applies the schema, spawns two Celery workers -- one for the
-``ticks`` queue, one for ``orders`` and ``maintenance``, so a tick backlog never delays an order
-write -- the gateway and the feed, prints once a second what was published / enqueued / spooled /
+Starts (or finds) the services, applies the schema, spawns three Celery workers -- one each for
+the ``ticks``, ``orders`` and ``maintenance`` queues, so neither a tick backlog nor a long job
+delays an order write -- the gateway and the feed, prints once a second what was published / enqueued / spooled /
 persisted and the queue depths, and on Ctrl-C, SIGTERM or ``--duration`` stops the feed first,
 lets the worker drain what was enqueued, stops the worker and prints the totals.
 
@@ -201,12 +201,15 @@ def run_up(settings: Settings, *, source: str, rate: float, exchange: str | None
                        "-n", f"ttquant-up-{name}-{os.getpid()}@%h"], env, logs / f"worker-{name}.log")
 
     worker = celery_worker("ticks", concurrency, "ticks")
-    orders_worker = celery_worker("orders,maintenance", 1, "orders")
+    orders_worker = celery_worker("orders", 1, "orders")
+    # Its own worker: a long job (a backup, a flush of many parked chunks) never holds up an order write.
+    maintenance_worker = celery_worker("maintenance", 1, "maintenance")
     feed_argv = [sys.executable, "-m", "ttquant_tasks.cli", "feed", "--source", source]
     if source == "sim":
         feed_argv += ["--exchange", exchange, "--rate", str(rate) if rate > 0 else "max"]
     feed = _spawn(feed_argv, env, logs / "feed.log")
-    children = {"worker-ticks": worker, "worker-orders": orders_worker, "feed": feed}
+    children = {"worker-ticks": worker, "worker-orders": orders_worker, "worker-maintenance": maintenance_worker,
+                "feed": feed}
     if gateway:
         children["gateway"] = _spawn([sys.executable, "-m", "ttquant_tasks.cli", "gateway"], env,
                                      logs / "gateway.log")
@@ -256,8 +259,8 @@ def run_up(settings: Settings, *, source: str, rate: float, exchange: str | None
         if depths.get("ticks") == 0 and depths.get("orders") == 0 and persisted >= expected:
             break
         time.sleep(0.5)
-    _stop(worker, timeout=20)
-    _stop(orders_worker, timeout=20)
+    for celery_proc in (worker, orders_worker, maintenance_worker):
+        _stop(celery_proc, timeout=20)
     totals = {"published_ticks": counts.get("ticks", 0), "enqueued_chunks": counts.get("published", 0),
               "spooled_chunks": counts.get("spool_chunks", 0), "lost_chunks": counts.get("lost", 0),
               "persisted_ticks": persisted, "queues": figures.depths()}

@@ -177,7 +177,7 @@ def test_up_runs_flower_with_basic_auth(schema_db: str, redis_url: str, stack_en
         # The workers of `up` run with task events on from the start (-E); Flower would otherwise only
         # see tasks after its own enable_events broadcast reached them.
         workers = [c.cmdline() for c in psutil.Process(up.pid).children() if "worker" in c.cmdline()]
-        assert len(workers) == 2 and all("-E" in argv for argv in workers), workers
+        assert len(workers) == 3 and all("-E" in argv for argv in workers), workers
         # Nothing secret on Flower's command line (any local user can read it): not the broker URL either.
         flowers = [c.cmdline() for c in psutil.Process(up.pid).children() if "flower" in c.cmdline()]
         assert len(flowers) == 1 and not any("://" in arg or "flower-pw" in arg for arg in flowers[0]), flowers

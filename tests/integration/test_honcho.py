@@ -25,7 +25,7 @@ from ttquant_tasks.storage.engine import make_engine
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 ROOT = Path(__file__).resolve().parents[2]
-PROCESSES = ("feed", "worker_ticks", "worker_orders", "beat")
+PROCESSES = ("feed", "worker_ticks", "worker_orders", "worker_maintenance", "beat")
 
 
 def stored(uri: str) -> int:
@@ -77,11 +77,13 @@ def test_procfile_under_honcho(redis_url: str, tmp_path: Path,
         for name in PROCESSES:
             wait_for(lambda n=name: f"{n}.1 started (pid=" in output(), timeout=30,
                      what=f"{name} started")
-        wait_for(lambda: output().count(" ready.") >= 2, timeout=90, what=f"both workers ready:\n{output()[-3000:]}")
+        wait_for(lambda: output().count(" ready.") >= 3, timeout=90, what=f"the three workers ready:\n{output()[-3000:]}")
         wait_for(lambda: "beat: Starting" in output(), timeout=60, what="beat started")
         wait_for(lambda: stored(db) >= 200, timeout=90, what=f"ticks persisted:\n{output()[-3000:]}")
-        # beat -> maintenance worker: a metrics job ran
+        # beat -> maintenance worker: a metrics job ran, there and nowhere else
         wait_for(lambda: "job metrics done" in output(), timeout=60, what="a metrics job run")
+        assert all(" worker_maintenance.1 " in line.split("|")[0]
+                   for line in output().splitlines() if "job metrics done" in line), output()[-3000:]
         assert "stopped (rc=" not in output(), f"a process exited early:\n{output()[-3000:]}"
         tree = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
         assert len(tree) >= len(PROCESSES)

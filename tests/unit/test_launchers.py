@@ -13,7 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker" / "docker-compose.yml"
-PROCESSES = {"feed", "gateway", "worker_ticks", "worker_orders", "beat", "flower"}
+PROCESSES = {"feed", "gateway", "worker_ticks", "worker_orders", "worker_maintenance", "beat", "flower"}
 COMPOSE_ENV = {"POSTGRES_PASSWORD": "test-password", "FLOWER_BASIC_AUTH": "admin:test-password"}
 
 
@@ -49,10 +49,12 @@ def test_procfile_has_every_process() -> None:
 def test_workers_split_ticks_from_orders() -> None:
     p = procfile()
     assert re.search(r"celery -A ttquant_tasks worker -Q ticks\s", p["worker_ticks"])
-    assert re.search(r"celery -A ttquant_tasks worker -Q orders,maintenance\s", p["worker_orders"])
+    # Orders alone on theirs: a long maintenance job (a backup runs for hours) never holds up an order write.
+    assert re.search(r"celery -A ttquant_tasks worker -Q orders\s.* -c 1\s", p["worker_orders"])
+    assert re.search(r"celery -A ttquant_tasks worker -Q maintenance\s.* -c 2 -O fair\s", p["worker_maintenance"])
     assert p["beat"].startswith("celery -A ttquant_tasks beat")
     # Task events on for Flower; distinct node names so both can run on one host.
-    for name in ("worker_ticks", "worker_orders"):
+    for name in ("worker_ticks", "worker_orders", "worker_maintenance"):
         assert " -E " in p[name] and " -n " in p[name]
 
 

@@ -86,9 +86,10 @@ class Proc:
 def worker(env: dict[str, str], log_dir: Path, concurrency: int = 2, queues: str = "ticks") -> Proc:
     """A Celery worker on ``queues``, prefork pool, ``concurrency`` children (not started).
 
-    As ``ttquant up`` runs them: ticks on one worker, orders and maintenance on their own (1 child),
-    so an order never waits behind a busy tick chunk.  The end-to-end phase's ticks worker has the 2
-    children the issue sets; the outage phase's has ``ttquant up``'s default (cores + 1).
+    As ``ttquant up`` runs them: ticks on one worker, orders on their own (1 child), so an order never
+    waits behind a busy tick chunk, and maintenance on a third where the outage phase needs it.  The
+    end-to-end phase's ticks worker has the 2 children the issue sets; the outage phase's has
+    ``ttquant up``'s default (cores + 1).
     """
     name = f"bench-{queues.split(',')[0]}-{uuid.uuid4().hex[:6]}"
     argv = [sys.executable, "-m", "ttquant_tasks.bench.workerproc", "-Q", queues,

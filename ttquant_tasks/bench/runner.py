@@ -105,7 +105,7 @@ def run_bench(settings: Settings, *, quick: bool, scale: float, out_dir: Path,
             _phase(report, "baseline", lambda: baseline.measure(main_db, sizes.copy_ticks, sizes.rowbyrow_ticks))
             worker = procs.worker(env("worker"), logs).start()
             running.append(worker)
-            orders_worker = procs.worker(env("oworker"), logs, concurrency=1, queues="orders,maintenance").start()
+            orders_worker = procs.worker(env("oworker"), logs, concurrency=1, queues="orders").start()
             running.append(orders_worker)
             _phase(report, "pipeline", lambda: pipeline.measure(main_db, env("e2e"), logs, worker, sizes.e2e_duration,
                                                                 SYMBOLS))
@@ -142,20 +142,22 @@ def run_bench(settings: Settings, *, quick: bool, scale: float, out_dir: Path,
             gate = Gate(host.hostname or "127.0.0.1", host.port or 5432)
             gated = main_db.replace(f"{host.hostname}:{host.port}" if host.port else str(host.hostname),
                                     f"127.0.0.1:{gate.port}", 1)
-            # The workers as ``ttquant up`` runs them (ticks, its default children; orders and maintenance,
-            # where the flush of parked chunks runs), both reaching the database through the gate.
+            # The workers as ``ttquant up`` runs them (ticks, its default children; orders; maintenance,
+            # where the flush of parked chunks runs), all reaching the database through the gate.
             tick_workers = default_tick_concurrency()
-            gworker = procs.worker(env("gworker", db=gated), logs, concurrency=tick_workers).start()
-            running.append(gworker)
-            gorders = procs.worker(env("gorders", db=gated), logs, concurrency=1, queues="orders,maintenance").start()
-            running.append(gorders)
+            gated_workers = [procs.worker(env("gworker", db=gated), logs, concurrency=tick_workers).start()]
+            running.extend(gated_workers)
+            for queue in ("orders", "maintenance"):
+                one = procs.worker(env(f"g{queue}", db=gated), logs, concurrency=1, queues=queue).start()
+                gated_workers.append(one)
+                running.append(one)
             _phase(report, "outage", lambda: outage.measure(
                 main_db, env("outage"), logs, gate, direct, sizes.outage_rate, sizes.outage_pre,
                 sizes.outage_down, sizes.outage_post, SYMBOLS, max_wait=sizes.outage_down + 120,
                 tick_workers=tick_workers))
             gate.down()
             _phase(report, "hot_db_down", lambda: hotpath.run_condition("db_down", env("hot4"), logs, *hot))
-            for p in (gworker, gorders):
+            for p in gated_workers:
                 p.stop()
                 running.remove(p)
             _phase(report, "parse", hotpath.parse_cost)
