@@ -77,7 +77,7 @@ def test_procfile_under_honcho(redis_url: str, tmp_path: Path,
         for name in PROCESSES:
             wait_for(lambda n=name: f"{n}.1 started (pid=" in output(), timeout=30,
                      what=f"{name} started")
-        wait_for(lambda: output().count(" ready.") >= 3, timeout=90, what=f"the three workers ready:\n{output()[-3000:]}")
+        wait_for(lambda: output().count(" ready.") >= 3, timeout=90, what=f"3 workers ready:\n{output()[-3000:]}")
         wait_for(lambda: "beat: Starting" in output(), timeout=60, what="beat started")
         wait_for(lambda: stored(db) >= 200, timeout=90, what=f"ticks persisted:\n{output()[-3000:]}")
         # beat -> maintenance worker: a metrics job ran, there and nowhere else

@@ -67,10 +67,13 @@ def test_a_server_process_is_local_by_its_start_time_or_its_title() -> None:
 
     me = psutil.Process(os.getpid())
     name = "python" if "python" in (me.name() + " ".join(me.cmdline())) else me.name()
-    assert servercpu._is_local(os.getpid(), name, me.create_time())
-    assert not servercpu._is_local(os.getpid(), name, me.create_time() - 60)  # another process's start
-    assert servercpu._is_local(os.getpid(), name, me.create_time() - 60, title_mark=me.cmdline()[0])  # clock skew
-    assert not servercpu._is_local(os.getpid(), "no-such-server", me.create_time(), title_mark=me.cmdline()[0])
+    assert servercpu._not_local(os.getpid(), name, me.create_time()) is None
+    why = servercpu._not_local(os.getpid(), name, me.create_time() - 60)  # another process's start
+    assert why is not None and "started +60.0 s from the server's time" in why
+    assert servercpu._not_local(os.getpid(), name, me.create_time() - 60, title_mark=me.cmdline()[0]) is None  # skew
+    why = servercpu._not_local(os.getpid(), "no-such-server", me.create_time(), title_mark=me.cmdline()[0])
+    assert why is not None and "is not no-such-server" in why
+    assert "NoSuchProcess" in str(servercpu._not_local(2**22 + 7, name, 0.0))  # above pid_max: never a process
 
 
 def test_cpu_ceiling_bounds_the_end_to_end_ratios() -> None:

@@ -70,6 +70,7 @@ def measure(uri: str, env: dict[str, str], log_dir: Path, worker: procs.Proc, du
     ours = round((feed["cpu_s"] + worker_cpu) / max(1, stored) * 1e6, 2)
     out["cpu_us_per_tick"] = ours
     out.update(ServerCpu.per_tick(server0, server1, stored))
+    out["server_cpu_note"] = "; ".join(servers.problems) or None  # why a server figure is None
     server = out["server_cpu_us_per_tick"]
     out["cpu_with_servers_us_per_tick"] = round(ours + server, 2) if isinstance(server, float) else None
     return out

@@ -57,7 +57,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("7 queries (median ms)", ("query_ticks", "query_generate_s", *queries.QUERIES)),
     ("8 CPU (µs per persisted tick)", ("cpu_us_per_tick", "feed_cpu_us_per_tick", "worker_cpu_us_per_tick",
                                         "pg_cpu_us_per_tick", "pg_aux_cpu_us_per_tick", "redis_cpu_us_per_tick",
-                                        "server_cpu_us_per_tick", "cpu_with_servers_us_per_tick")),
+                                        "server_cpu_us_per_tick", "cpu_with_servers_us_per_tick", "server_cpu_note")),
     ("9 database outage", ("outage_rate_set", "outage_down_s", "outage_tick_workers", "outage_feed_ticks",
                            "outage_feed_spooled_chunks",
                            "outage_drain_s", "outage_drain_with_flush_s", "outage_flushed_chunks",

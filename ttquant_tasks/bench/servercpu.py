@@ -42,17 +42,20 @@ def _cpu(pid: int) -> float | None:
     return float(t.user + t.system)
 
 
-def _is_local(pid: int, name_part: str, started_epoch: float, title_mark: str | None = None) -> bool:
-    """``pid`` is a process here whose name/command line has ``name_part`` and that started when
-    the server says it did, or whose command line has ``title_mark``."""
+def _not_local(pid: int, name_part: str, started_epoch: float, title_mark: str | None = None) -> str | None:
+    """None when ``pid`` is a process here whose name/command line has ``name_part`` and that started
+    when the server says it did, or whose command line has ``title_mark``; else why not."""
     try:
         p = psutil.Process(pid)
         text = p.name() + " " + " ".join(p.cmdline())
         if name_part not in text:
-            return False
-        return (title_mark is not None and title_mark in text) or abs(p.create_time() - started_epoch) <= _START_SLACK_S
-    except (psutil.Error, OSError):
-        return False
+            return f"pid {pid} here is not {name_part}: {text[:80]!r}"
+        skew = p.create_time() - started_epoch
+        if (title_mark is not None and title_mark in text) or abs(skew) <= _START_SLACK_S:
+            return None
+        return f"pid {pid} started {skew:+.1f} s from the server's time and {title_mark!r} is not in {text[:80]!r}"
+    except (psutil.Error, OSError) as exc:
+        return f"pid {pid}: {type(exc).__name__}: {exc}"
 
 
 class ServerCpu:
@@ -60,6 +63,7 @@ class ServerCpu:
 
     def __init__(self, db_uri: str, broker_url: str) -> None:
         self.db_uri = db_uri
+        self.problems: list[str] = []  # why a figure is None: ``note`` of :meth:`per_tick`
         self.pg_local = self._pg_is_local()
         self.redis_pid = self._local_redis_pid(broker_url)
 
@@ -72,10 +76,16 @@ class ServerCpu:
                 cur.execute("SELECT pid, extract(epoch FROM backend_start), inet_client_port() FROM pg_stat_activity"
                             " WHERE pid = pg_backend_pid()")
                 row = cur.fetchone()
-        except psycopg2.Error:
+        except psycopg2.Error as exc:
+            self.problems.append(f"PostgreSQL: {str(exc).strip()[:120]}")
             return False
-        mark = f"({row[2]})" if row is not None and row[2] is not None else None
-        return row is not None and _is_local(int(row[0]), "postgres", float(row[1]), mark)
+        if row is None:
+            return False
+        mark = f"({row[2]})" if row[2] is not None else None
+        why = _not_local(int(row[0]), "postgres", float(row[1]), mark)
+        if why is not None:
+            self.problems.append(f"PostgreSQL not local: {why}")
+        return why is None
 
     @staticmethod
     def _local_redis_pid(url: str) -> int | None:
@@ -89,7 +99,7 @@ class ServerCpu:
             started = time.time() - float(info["uptime_in_seconds"])
         except Exception:  # noqa: BLE001 - no figure rather than a failed phase
             return None
-        return pid if _is_local(pid, "redis", started) else None
+        return pid if _not_local(pid, "redis", started) is None else None
 
     def _pg_pids(self) -> dict[str, list[int]]:
         """pids of the bench database's client backends and of the shared server processes."""
@@ -106,8 +116,8 @@ class ServerCpu:
             try:
                 for group, pids in self._pg_pids().items():
                     out[group] = {pid: c for pid in pids if (c := _cpu(pid)) is not None}
-            except psycopg2.Error:
-                pass
+            except psycopg2.Error as exc:
+                self.problems.append(f"PostgreSQL pids: {str(exc).strip()[:120]}")
         if self.redis_pid is not None:
             c = _cpu(self.redis_pid)
             if c is not None:
