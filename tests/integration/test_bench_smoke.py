@@ -29,11 +29,14 @@ REQUIRED = (
     "query_strategy_stats_ms", "cpu_us_per_tick", "outage_lost_rows", "outage_duplicate_rows",
     "machine_cpu_count", "machine_cpu_model", "machine_python", "postgres_version", "broker",
     "target_e2e_vs_copy2", "target_outage_lost_rows",
+    # The conditions' rounds, what else each cost, and how long their rows took to be stored.
+    "hot_healthy_rounds", "hot_db_down_p99_rounds", "hot_broker_hung_machine_busy_cores",
+    "hot_db_down_feed_bg_cpu_s", "hot_healthy_settle_s", "hot_db_down_settle_s",
 )
 # Present in every report, None when the server is not a local process (container, other host).
 PRESENT = ("pg_cpu_us_per_tick", "pg_aux_cpu_us_per_tick", "redis_cpu_us_per_tick", "server_cpu_us_per_tick",
            "cpu_with_servers_us_per_tick", "e2e_cpu_ceiling_ticks_s", "cpu_ceiling_vs_copy2",
-           "cpu_ceiling_vs_rowbyrow", "e2e_vs_cpu_ceiling")
+           "cpu_ceiling_vs_rowbyrow", "e2e_vs_cpu_ceiling", "server_cpu_note")
 
 
 def test_bench_quick_report_shape(pg_admin_uri: str, redis_url: str, tmp_path: Path) -> None:

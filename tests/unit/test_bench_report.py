@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from ttquant_tasks.bench.hotpath import with_ratios
-from ttquant_tasks.bench.report import TARGETS, markdown
+from typing import Any
+
+from ttquant_tasks.bench.hotpath import combine_rounds, with_ratios
+from ttquant_tasks.bench.report import TARGETS, check_flat, markdown
 from ttquant_tasks.bench.runner import cpu_ceiling
 from ttquant_tasks.bench.servercpu import ServerCpu
 
@@ -83,3 +85,22 @@ def test_cpu_ceiling_bounds_the_end_to_end_ratios() -> None:
     assert out == {"e2e_cpu_ceiling_ticks_s": 50_000, "cpu_ceiling_vs_copy2": 0.2, "cpu_ceiling_vs_rowbyrow": 5.0,
                    "e2e_vs_cpu_ceiling": 0.9}
     assert set(cpu_ceiling({"machine_cpu_count": 2}).values()) == {None}  # server CPU not measured
+
+
+def test_rounds_of_a_condition_combine_to_medians_sums_and_maxima() -> None:
+    rounds: list[dict[str, Any]] = [
+        {"hot_db_down_p99_us": 70.0, "hot_db_down_max_us": 900.0, "hot_db_down_ticks": 100, "hot_db_down_sent": 1000,
+         "hot_db_down_cold_share": 0.03, "hot_db_down_settle_s": 4.0},
+        {"hot_db_down_p99_us": 50.0, "hot_db_down_max_us": 300.0, "hot_db_down_ticks": 110, "hot_db_down_sent": 1001,
+         "hot_db_down_cold_share": 0.05, "hot_db_down_settle_s": None},
+        {"hot_db_down_p99_us": 60.0, "hot_db_down_max_us": 400.0, "hot_db_down_ticks": 90, "hot_db_down_sent": 999,
+         "hot_db_down_cold_share": 0.04, "hot_db_down_settle_s": 6.0},
+    ]
+    out = combine_rounds("db_down", rounds)
+    assert out["hot_db_down_p99_us"] == 60.0  # the median, not the mean of one slow round
+    assert out["hot_db_down_max_us"] == 900.0
+    assert out["hot_db_down_ticks"] == 300 and out["hot_db_down_sent"] == 3000
+    assert out["hot_db_down_cold_share"] == 0.04
+    assert out["hot_db_down_settle_s"] is None  # a round that never settled is not hidden by the others
+    assert out["hot_db_down_rounds"] == 3 and out["hot_db_down_p99_rounds"] == "70.0 50.0 60.0"
+    assert check_flat(out) == []

@@ -1,10 +1,11 @@
 """One bench run: private services, every measurement in order, one flat report on disk.
 
 Order matters for fairness and isolation: baselines first (idle machine), then the end-to-end and
-hot-path runs with one worker on the direct database, then the phases that need the worker behind
-a :class:`.gate.Gate` (outage, then hot path with the database down), then queries on their own
-database.  A phase that fails records ``error_<phase>`` and the run goes on (so one broken piece
-does not hide the others); every process and database of the run is cleaned up at the end.
+order-flow phases with the workers on the direct database, then the phases that need the workers
+behind a :class:`.gate.Gate` (outage, then the hot path's conditions in interleaved rounds, one of
+them with the database down), then queries on their own database.  A phase that fails records
+``error_<phase>`` and the run goes on (so one broken piece does not hide the others); every
+process and database of the run is cleaned up at the end.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..settings import Settings, default_tick_concurrency, mask_url
 from ..storage.migrate import init_db
 from . import baseline, hotpath, machine, orderflow, outage, pipeline, procs, queries
 from .env import Databases, private_broker
-from .gate import Gate, HungListener, closed_port
+from .gate import Gate, closed_port
 from .report import Figure, check_flat, markdown, ratio, verdicts
 from .scale import Sizes
 
@@ -43,6 +44,8 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
                                                       "floor_cold_p99_us", "pbfloor_p50_us", "pbfloor_p99_us",
                                                       "pbfloor_max_us", "pbfloor_ticks", "pbfloor_cold_p50_us",
                                                       "pbfloor_cold_p99_us", "spooled_chunks", "lost_chunks",
+                                                      "machine_busy_cores", "machine_steal_cores", "feed_main_cpu_s",
+                                                      "feed_bg_cpu_s", "sent", "settle_s", "rounds", "p99_rounds",
                                                       "p99_vs_healthy", "p99_vs_healthy_floor_adj"))
      + ("hot_floor_p50_us", "hot_floor_p99_us", "hot_floor_max_us", "hot_floor_received",
         "hot_floor_nosub_p50_us", "hot_floor_nosub_p99_us", "hot_floor_noop_p50_us", "hot_floor_noop_p99_us",
@@ -116,24 +119,11 @@ def run_bench(settings: Settings, *, quick: bool, scale: float, out_dir: Path,
                                         "duration": sizes.e2e_duration,
                                         "profile": str(profile_dir / "feed.pstats")},
                     timeout=sizes.e2e_duration + 60)["ticks"]})
-            hot = (sizes.hot_rate, sizes.hot_duration, SYMBOLS)
-            _phase(report, "hot_healthy", lambda: hotpath.run_condition("healthy", env("hot1"), logs, *hot))
-            # Right after it, same rate, pacing and machine state (workers idle, nothing else running).
-            _phase(report, "hot_floor", lambda: hotpath.run_floor(env("hotf"), logs, *hot))
             _phase(report, "flow", lambda: orderflow.measure(main_db, env("flow"), logs, sizes.flow_rate,
                                                              sizes.flow_duration, sizes.order_rate))
             # Right after it, same load and workers: the Celery + PostgreSQL floor under figure 5.
             _phase(report, "flow_floor", lambda: orderflow.measure_floor(main_db, env("flowf"), logs, sizes.flow_rate,
                                                                          sizes.flow_duration, sizes.order_rate))
-            refused = f"redis://127.0.0.1:{closed_port()}/0"
-            _phase(report, "hot_broker_refused", lambda: hotpath.run_condition(
-                "broker_refused", env("hot2", broker_url=refused), logs, *hot))
-            hung = HungListener()
-            try:
-                _phase(report, "hot_broker_hung", lambda: hotpath.run_condition(
-                    "broker_hung", env("hot3", broker_url=f"redis://127.0.0.1:{hung.port}/0"), logs, *hot))
-            finally:
-                hung.close()
             worker.stop()
             running.remove(worker)
             orders_worker.stop()
@@ -155,8 +145,11 @@ def run_bench(settings: Settings, *, quick: bool, scale: float, out_dir: Path,
                 main_db, env("outage"), logs, gate, direct, sizes.outage_rate, sizes.outage_pre,
                 sizes.outage_down, sizes.outage_post, SYMBOLS, max_wait=sizes.outage_down + 120,
                 tick_workers=tick_workers))
-            gate.down()
-            _phase(report, "hot_db_down", lambda: hotpath.run_condition("db_down", env("hot4"), logs, *hot))
+            hot = (sizes.hot_rate, sizes.hot_duration, SYMBOLS)
+            _phase(report, "hot", lambda: hotpath.run_rounds(main_db, lambda phase, url: env(phase, broker_url=url),
+                                                             logs, gate, broker, *hot, rounds=sizes.hot_rounds))
+            # Right after it, same rate and pacing, the workers idle.
+            _phase(report, "hot_floor", lambda: hotpath.run_floor(env("hotf"), logs, *hot))
             for p in gated_workers:
                 p.stop()
                 running.remove(p)

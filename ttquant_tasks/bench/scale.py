@@ -14,6 +14,7 @@ class Sizes:
     e2e_duration: float
     hot_rate: float
     hot_duration: float
+    hot_rounds: int
     flow_rate: float
     flow_duration: float
     order_rate: float
@@ -28,11 +29,13 @@ class Sizes:
         if not 0 < scale <= 1:
             raise ValueError(f"--scale must be in (0, 1], got {scale}")
         base = cls(
-            copy_ticks=200_000, rowbyrow_ticks=20_000, e2e_duration=10.0, hot_rate=5000.0, hot_duration=5.0,
+            copy_ticks=200_000, rowbyrow_ticks=20_000, e2e_duration=10.0,
+            hot_rate=5000.0, hot_duration=5.0, hot_rounds=1,
             flow_rate=5000.0, flow_duration=10.0, order_rate=20.0, query_ticks=200_000,
             outage_rate=1000.0, outage_pre=3.0, outage_down=10.0, outage_post=5.0,
         ) if quick else cls(
-            copy_ticks=1_000_000, rowbyrow_ticks=50_000, e2e_duration=30.0, hot_rate=5000.0, hot_duration=15.0,
+            copy_ticks=1_000_000, rowbyrow_ticks=50_000, e2e_duration=30.0,
+            hot_rate=5000.0, hot_duration=10.0, hot_rounds=3,
             flow_rate=20000.0, flow_duration=30.0, order_rate=20.0, query_ticks=10_000_000,
             outage_rate=5000.0, outage_pre=5.0, outage_down=60.0, outage_post=10.0,
         )
@@ -49,6 +52,7 @@ class Sizes:
         return cls(
             copy_ticks=n(base.copy_ticks, 2000), rowbyrow_ticks=n(base.rowbyrow_ticks, 500),
             e2e_duration=s(base.e2e_duration, 2.0), hot_rate=base.hot_rate, hot_duration=s(base.hot_duration, 1.5),
+            hot_rounds=1,
             flow_rate=min(base.flow_rate, 1000.0), flow_duration=s(base.flow_duration, 4.0),
             order_rate=base.order_rate, query_ticks=n(base.query_ticks, 5000),
             outage_rate=min(base.outage_rate, 500.0), outage_pre=1.0, outage_down=s(base.outage_down, 2.0),
