@@ -263,6 +263,11 @@ class Settings:
         return self.home / "run" / "feed.json"
 
     @property
+    def gateway_stats_path(self) -> Path:
+        """The gateway's figures (orders, fills, rejections, records enqueued / spooled, journal), for ``status``."""
+        return self.home / "run" / "gateway.json"
+
+    @property
     def backups_path(self) -> Path:
         """``backup_dir``, or ``home/backups`` when unset."""
         return self.backup_dir or self.home / "backups"

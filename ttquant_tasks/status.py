@@ -2,9 +2,10 @@
 
 Shows services (database, broker, embedded ones), workers (``celery inspect ping``, short
 timeout), queue depths and parked chunks, ticks/s in (the feed's own figures) and out (rows
-stored), lag per symbol, the newest backup and its age, the database size and estimated rows.
-Database queries go to ``DB_READ_URI`` when set (a replica), else ``DB_URI``.  Each part reports
-its own error instead of failing the whole screen; nothing here starts a service.
+stored), the gateway's orders, fills and records (its own figures), lag per symbol, the newest
+backup and its age, the database size and estimated rows.  Database queries go to
+``DB_READ_URI`` when set (a replica), else ``DB_URI``.  Each part reports its own error instead
+of failing the whole screen; nothing here starts a service.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def collect(settings: Settings) -> dict[str, Any]:
     report: dict[str, Any] = {"time": time.time(), "database": mask_url(settings.read_uri),
                               "broker": mask_url(settings.broker_url)}
     report["feed"] = feed = read_stats(settings.feed_stats_path)
+    report["gateway"] = read_stats(settings.gateway_stats_path)
     # The exchange the running feed stores (``ttquant up --source sim`` stores ``sim``), else EXCHANGE.
     exchange = (feed or {}).get("counts", {}).get("exchange") or settings.exchange
     _part(report, "embedded", lambda: _services(settings))
@@ -144,6 +146,16 @@ def render(report: dict[str, Any]) -> str:
         if isinstance(confirm, dict):
             lines.append(f"confirm   {confirm.get('pending', 0)} chunks awaiting their rows, "
                          f"{confirm.get('resent', 0)} resent, {confirm.get('given_up', 0)} given up")
+    gateway = report.get("gateway")
+    if gateway:
+        age = report["time"] - float(gateway.get("time", 0))
+        c = gateway.get("counts", {})
+        state = "stopped" if c.get("stopped") else f"pid {gateway.get('pid')}"
+        journal = "ok" if c.get("journal_healthy", True) else "FAILING (orders refused)"
+        lines.append(f"gateway   {state}, updated {_age(age)} ago: {c.get('orders', 0)} orders, "
+                     f"{c.get('filled', 0)} filled, {c.get('rejected', 0)} rejected, "
+                     f"{c.get('malformed', 0)} malformed; records {c.get('enqueue_published', 0)} enqueued, "
+                     f"{c.get('enqueue_spool_chunks', 0)} spooled, {c.get('enqueue_lost', 0)} lost; journal {journal}")
     if db is not None:
         lines.append(f"ticks/s   in {ticks_in}  out {db['ticks_out_per_s']:.1f}")
         lags = db["lag_s"]

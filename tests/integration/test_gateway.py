@@ -23,6 +23,7 @@ from tests.support.stack import client_app
 from tests.support.waiting import wait_for
 from ttquant_tasks.bus.codec import Trade, decode_trade, encode_order, trade_quantity
 from ttquant_tasks.bus.zmq import MarketDataPublisher
+from ttquant_tasks.feed.stats import read_stats
 from ttquant_tasks.gateway.exchanges.paper import PaperExchange
 from ttquant_tasks.gateway.journal import Journal, journal_dir
 from ttquant_tasks.gateway.positions import Position
@@ -30,6 +31,7 @@ from ttquant_tasks.gateway.risk import RiskLimits, limits_from_mapping
 from ttquant_tasks.gateway.runner import Gateway
 from ttquant_tasks.models import Tick
 from ttquant_tasks.settings import Settings
+from ttquant_tasks.status import render
 from ttquant_tasks.storage.engine import get_engine
 from ttquant_tasks.storage.orders import load_positions
 from ttquant_tasks.tasks.orders import RecordPublisher
@@ -288,6 +290,19 @@ def test_each_risk_rule_and_bad_input_answered_with_a_code(tmp_path: Path) -> No
         assert got["legacy"][0].status == "FILLED"  # short sale allowed: |position| 1 <= 3
         assert gw.gateway.service.counts["malformed"] == before + 3
         assert gw.thread.is_alive()
+        # Its figures for `ttquant status` (another process), rewritten once a second while it runs.
+        wait_for(lambda: (read_stats(settings.gateway_stats_path) or {}).get("counts", {}).get("malformed")
+                 == before + 3, timeout=10, what="the gateway's stats file")
+        counts = dict(gw.gateway.service.counts)
+    final = read_stats(settings.gateway_stats_path)
+    assert final is not None and final["counts"]["stopped"] is True  # the last write, at the stop
+    assert {k: final["counts"][k] for k in ("orders", "filled", "rejected", "malformed")} == {
+        k: counts[k] for k in ("orders", "filled", "rejected", "malformed")}
+    assert counts["rejected"] > 0 and counts["filled"] > 0 and counts["malformed"] > 0
+    screen = render({"time": final["time"] + 3, "database": "d", "broker": "b", "gateway": final})
+    assert (f"gateway   stopped, updated 3s ago: {counts['orders']} orders, {counts['filled']} filled, "
+            f"{counts['rejected']} rejected, {counts['malformed']} malformed; records ") in screen
+    assert "journal ok" in screen
     kinds = [r["kind"] for r in sink.records]
     assert kinds.count("position") == 4  # p1, r1, r2, legacy
     # One payload per order: its NEW, fill, snapshot and final status travel as one group.

@@ -68,7 +68,7 @@ class StatsFile:
                                     "pid": os.getpid()})
         except OSError as exc:
             if not self._warned:
-                log.warning("cannot write feed stats to %s: %s", self.path, exc)
+                log.warning("cannot write stats to %s: %s", self.path, exc)
                 self._warned = True
             return False
         return True

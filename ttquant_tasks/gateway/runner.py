@@ -57,6 +57,7 @@ from ..bus.zmq import TopicPublisher
 from ..errors import backoff
 from ..feed.enqueuer import Enqueuer
 from ..feed.spool import Spool, SpoolError
+from ..feed.stats import StatsFile
 from ..settings import Settings
 from . import state
 from .exchanges import Exchange
@@ -145,6 +146,8 @@ class Gateway:
         self.restored: bool | None = None
         self.counts: dict[str, Any] = {"md_bad": 0, "errors": 0, "zmq_sent": 0, "zmq_dropped": 0,
                                        "journal_replayed": 0, "journal_refused": 0, "not_journaled": 0}
+        # Its figures for ``ttquant status`` in another process, once a second ($TTQUANT_HOME/run/gateway.json).
+        self._stats_file = StatsFile(settings.gateway_stats_path)
 
     def _submit(self, record: dict[str, Any]) -> None:
         if self._batch is not None:  # inside an order: journaled together (see _on_order)
@@ -393,6 +396,9 @@ class Gateway:
                     self._save_positions()
                 if not self.journal.healthy:
                     self._retry_journal()
+                if self._stats_file.due(now := time.monotonic()):
+                    self.counts.update(zmq_sent=trades.sent, zmq_dropped=trades.dropped)
+                    self._stats_file.update(self.stats(), now)
         finally:
             stop.set()
             if self.restored is not None:
@@ -407,6 +413,7 @@ class Gateway:
                 trades.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self._stats_file.update({**self.stats(), "stopped": True}, time.monotonic(), force=True)
             log.info("gateway: stopped: %s", self.stats())
         return self.stats()
 
