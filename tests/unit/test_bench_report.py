@@ -31,6 +31,15 @@ def test_outage_ratio_over_own_floor_cancels_a_machine_that_slowed_down() -> Non
     assert "hot_broker_hung_p99_vs_healthy_floor_adj" not in got  # no floor of its own: no adjusted ratio
 
 
+def test_control_ratio_is_the_encode_and_send_floor_between_conditions() -> None:
+    report = {"hot_healthy_p99_us": 50.0, "hot_healthy_pbfloor_p99_us": 40.0,
+              "hot_broker_hung_p99_us": 65.0, "hot_broker_hung_pbfloor_p99_us": 52.0}
+    got = with_ratios(report)
+    assert got["hot_broker_hung_p99_vs_healthy"] == 1.3
+    assert got["hot_broker_hung_pbfloor_p99_vs_healthy"] == 1.3  # the untouched code moved as much
+    assert "hot_db_down_pbfloor_p99_vs_healthy" not in got
+
+
 def test_floor_rows_follow_the_hot_path_target_and_are_never_verdicts() -> None:
     refs_expected = ["hot_healthy_floor_p99_us", "hot_healthy_pbfloor_p99_us", "hot_p99_vs_floor", "hot_p99_vs_pbfloor",
                      "hot_healthy_cold_share", "hot_healthy_cold_p50_us", "hot_healthy_floor_cold_p50_us",

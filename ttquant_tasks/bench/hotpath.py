@@ -198,7 +198,8 @@ def with_ratios(report: dict[str, Figure]) -> dict[str, Figure]:
     ``hot_p99_vs_pbfloor`` (healthy p99 over each floor interleaved with it); and
     ``hot_<cond>_p99_vs_healthy_floor_adj``: the outage ratio with each p99 first divided by its own
     interleaved floor, so that the machine getting slower or faster between the conditions' runs
-    (which moves the floor as much as the feed) cancels out."""
+    (which moves the floor as much as the feed) cancels out; ``hot_<cond>_pbfloor_p99_vs_healthy``:
+    the same ratio of the encode + send floor itself, code that no condition touches."""
     base = report.get("hot_healthy_p99_us")
     out: dict[str, Figure] = {}
     for c in ("db_down", "broker_refused", "broker_hung"):
@@ -208,6 +209,11 @@ def with_ratios(report: dict[str, Figure]) -> dict[str, Figure]:
                 out[f"hot_{c}_p99_vs_healthy_floor_adj"] = ratio(
                     ratio(report.get(f"hot_{c}_p99_us"), report.get(f"hot_{c}_floor_p99_us")),
                     ratio(base, report.get("hot_healthy_floor_p99_us")))
+            # The control: the same code (encode + send, nothing of the broker or the database) timed
+            # under this condition and under healthy.  Above 1 only because the machine moved.
+            if f"hot_{c}_pbfloor_p99_us" in report and "hot_healthy_pbfloor_p99_us" in report:
+                out[f"hot_{c}_pbfloor_p99_vs_healthy"] = ratio(report.get(f"hot_{c}_pbfloor_p99_us"),
+                                                               report.get("hot_healthy_pbfloor_p99_us"))
     # Like for like: same process, load and pacing, and no subscriber on any of the PUB sockets.
     for floor, key in (("floor", "hot_p99_vs_floor"), ("pbfloor", "hot_p99_vs_pbfloor")):
         if f"hot_healthy_{floor}_p99_us" in report:

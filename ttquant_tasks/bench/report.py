@@ -91,8 +91,12 @@ REFERENCES: tuple[tuple[str, str, str], ...] = (
     ("hot_healthy_p99_us", "hot_floor_nosub_p99_us", "floor alone: bare send in an idle process, no subscriber"),
     ("hot_healthy_p99_us", "hot_floor_p99_us", "floor alone: bare send, 1 subscriber"),
     ("hot_healthy_p99_us", "hot_floor_noop_p99_us", "floor alone: timing only"),
-    *((f"hot_{c}_p99_vs_healthy", f"hot_{c}_p99_vs_healthy_floor_adj", "the same, each p99 over its own floor")
-      for c in ("db_down", "broker_refused", "broker_hung")),
+    ("hot_healthy_p99_us", "hot_healthy_machine_busy_cores", "machine's busy cores during healthy (every process)"),
+    *((f"hot_{c}_p99_vs_healthy", ref, label) for c in ("db_down", "broker_refused", "broker_hung")
+      for ref, label in ((f"hot_{c}_p99_vs_healthy_floor_adj", "the same, each p99 over its own floor"),
+                         (f"hot_{c}_pbfloor_p99_vs_healthy",
+                          "control: the same ratio of the encode + send floor, code no outage touches"),
+                         (f"hot_{c}_machine_busy_cores", "machine's busy cores during it"))),
     ("order_commit_p99_ms", "order_floor_p99_ms", "floor: a bare Celery task doing one INSERT, same load and worker"),
     ("order_commit_p99_ms", "order_commit_p99_vs_floor", "order commit p99 / floor"),
 )

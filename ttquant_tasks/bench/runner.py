@@ -46,7 +46,8 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
                                                       "pbfloor_cold_p99_us", "spooled_chunks", "lost_chunks",
                                                       "machine_busy_cores", "machine_steal_cores", "feed_main_cpu_s",
                                                       "feed_bg_cpu_s", "sent", "settle_s", "rounds", "p99_rounds",
-                                                      "p99_vs_healthy", "p99_vs_healthy_floor_adj"))
+                                                      "p99_vs_healthy", "p99_vs_healthy_floor_adj",
+                                                      "pbfloor_p99_vs_healthy"))
      + ("hot_floor_p50_us", "hot_floor_p99_us", "hot_floor_max_us", "hot_floor_received",
         "hot_floor_nosub_p50_us", "hot_floor_nosub_p99_us", "hot_floor_noop_p50_us", "hot_floor_noop_p99_us",
         "hot_p99_vs_floor", "hot_p99_vs_pbfloor", "parse_us_p50", "parse_us_p99")),
