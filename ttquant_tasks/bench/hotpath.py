@@ -112,6 +112,8 @@ def run_rounds(uri: str, env: Callable[[str, str], dict[str, str]], log_dir: Pat
         if results:
             combined.update(combine_rounds(cond, results))
     return combined
+
+
 _SUMMED = ("ticks", "floor_ticks", "pbfloor_ticks", "spooled_chunks", "lost_chunks", "sent")
 
 
