@@ -23,6 +23,7 @@ import psutil
 import pytest
 import redis
 
+from tests.support.procfile import procfile
 from tests.support.services import free_port
 from tests.support.waiting import wait_for
 from ttquant_tasks.errors import ConfigError
@@ -226,18 +227,9 @@ def test_up_refuses_flower_beyond_loopback_without_auth(schema_db: str, redis_ur
 # --------------------------------------------------------------------------- the Procfile's flower line
 
 
-def procfile_flower() -> str:
-    from pathlib import Path
-
-    for line in (Path(__file__).resolve().parents[2] / "Procfile").read_text().splitlines():
-        if line.startswith("flower:"):
-            return line.partition(":")[2].strip()
-    raise AssertionError("no flower line in the Procfile")
-
-
 def test_procfile_flower_refuses_to_start_without_credentials(redis_url: str) -> None:
     env = {"PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin", "CELERY_BROKER_URL": redis_url}
-    done = subprocess.run(["sh", "-c", procfile_flower()], env=env, capture_output=True, text=True, timeout=60,
+    done = subprocess.run(["sh", "-c", procfile()["flower"]], env=env, capture_output=True, text=True, timeout=60,
                           check=False)
     assert done.returncode != 0 and "set FLOWER_BASIC_AUTH=user:password" in done.stderr, done.stderr
 
@@ -249,7 +241,7 @@ def test_procfile_flower_runs_with_auth_and_no_secret_on_its_command_line(redis_
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("FLOWER_", "CELERY_"))},
            "PATH": os.path.dirname(sys.executable) + ":" + os.environ.get("PATH", "/usr/bin:/bin"),
            "CELERY_BROKER_URL": redis_url, "FLOWER_BASIC_AUTH": FLOWER_AUTH, "FLOWER_PORT": str(port)}
-    proc = subprocess.Popen(["sh", "-c", procfile_flower()], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(["sh", "-c", procfile()["flower"]], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_for(lambda: proc.poll() is not None or get(port, "/")[0] != 0, timeout=120, what="Flower listening")

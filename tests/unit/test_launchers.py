@@ -11,22 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.procfile import procfile
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker" / "docker-compose.yml"
 PROCESSES = {"feed", "gateway", "worker_ticks", "worker_orders", "worker_maintenance", "beat", "flower"}
 COMPOSE_ENV = {"POSTGRES_PASSWORD": "test-password", "FLOWER_BASIC_AUTH": "admin:test-password"}
-
-
-def procfile() -> dict[str, str]:
-    entries: dict[str, str] = {}
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        name, sep, command = line.partition(":")
-        assert sep and re.fullmatch(r"[a-z_]+", name), f"bad Procfile line {line!r}"
-        assert name not in entries, f"{name} twice in the Procfile"
-        entries[name] = command.strip()
-    return entries
 
 
 def compose_raw() -> dict[str, Any]:

@@ -63,7 +63,7 @@ class ServerCpu:
 
     def __init__(self, db_uri: str, broker_url: str) -> None:
         self.db_uri = db_uri
-        self.problems: list[str] = []  # why a figure is None: ``note`` of :meth:`per_tick`
+        self.problems: list[str] = []  # why a figure is None (the bench reports them as server_cpu_note)
         self.pg_local = self._pg_is_local()
         self.redis_pid = self._local_redis_pid(broker_url)
 

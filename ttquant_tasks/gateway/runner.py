@@ -144,8 +144,9 @@ class Gateway:
         self._next_save = 0.0
         self.ready = threading.Event()  # set once the sockets are bound and connected
         self.restored: bool | None = None
-        self.counts: dict[str, Any] = {"md_bad": 0, "errors": 0, "zmq_sent": 0, "zmq_dropped": 0,
-                                       "journal_replayed": 0, "journal_refused": 0, "not_journaled": 0}
+        self.counts: dict[str, Any] = {"md_bad": 0, "errors": 0, "journal_replayed": 0, "journal_refused": 0,
+                                       "not_journaled": 0}
+        self._trades: TopicPublisher | None = None  # its sent / dropped counters are in stats()
         # Its figures for ``ttquant status`` in another process, once a second ($TTQUANT_HOME/run/gateway.json).
         self._stats_file = StatsFile(settings.gateway_stats_path)
 
@@ -231,7 +232,8 @@ class Gateway:
             self._replay(recovered)
 
     def stats(self) -> dict[str, Any]:
-        out = {**self.service.counts, **self.counts}
+        out = {**self.service.counts, **self.counts, "zmq_sent": self._trades.sent if self._trades else 0,
+               "zmq_dropped": self._trades.dropped if self._trades else 0}
         if self.enqueuer is not None:
             out.update({f"enqueue_{k}": v for k, v in self.enqueuer.stats().items()})
         out.update({f"journal_{k}": v for k, v in self.journal.stats().items()})
@@ -371,7 +373,7 @@ class Gateway:
             self._restore(stop)
             if self.restored:
                 self._save_positions()  # and a checkpoint: the previous runs' segments can go once handed over
-            trades = TopicPublisher(self.settings.zmq_trade_endpoint, context=ctx)
+            self._trades = trades = TopicPublisher(self.settings.zmq_trade_endpoint, context=ctx)
             pull = ctx.socket(zmq.PULL)
             pull.setsockopt(zmq.LINGER, 0)
             pull.bind(self.settings.zmq_pull_endpoint)
@@ -397,7 +399,6 @@ class Gateway:
                 if not self.journal.healthy:
                     self._retry_journal()
                 if self._stats_file.due(now := time.monotonic()):
-                    self.counts.update(zmq_sent=trades.sent, zmq_dropped=trades.dropped)
                     self._stats_file.update(self.stats(), now)
         finally:
             stop.set()
@@ -409,13 +410,13 @@ class Gateway:
             self.enqueuer.close(_CLOSE_TIMEOUT)
             self.journal.close()  # a last fsync and trim: after a clean stop nothing is replayed
             if trades is not None:
-                self.counts.update(zmq_sent=trades.sent, zmq_dropped=trades.dropped)
                 trades.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self._stats_file.update({**self.stats(), "stopped": True}, time.monotonic(), force=True)
-            log.info("gateway: stopped: %s", self.stats())
-        return self.stats()
+            final = self.stats()
+            self._stats_file.update({**final, "stopped": True}, time.monotonic(), force=True)
+            log.info("gateway: stopped: %s", final)
+        return final
 
 
 def _install_signals(stop: threading.Event) -> dict[int, Any]:
